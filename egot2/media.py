@@ -34,6 +34,10 @@ __all__ = [
 ]
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class MediaError(RuntimeError):
     """A media file is missing, unreadable or shorter than asked for; the message names the file."""
 
@@ -52,6 +56,8 @@ def atomic_path(path, suffix: Optional[str] = None) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp creates owner-only files; give the result the permissions a plain open() would.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
