@@ -8,6 +8,7 @@ truncated file behind under the final name.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import tempfile
 from fractions import Fraction
@@ -121,7 +122,14 @@ def iter_video_frames(path, start: Optional[int] = None, end: Optional[int] = No
                 continue
             if end is not None and index >= end:
                 break
-            yield frame.to_ndarray(format="rgb24")
+            yield _to_rgb(frame)
+
+
+def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    # OpenCV's planar YUV conversion is about twice as fast as swscale's rgb24 path for the common yuv420p case.
+    if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
+        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+    return frame.to_ndarray(format="rgb24")
 
 
 def read_video_frames(path, start: Optional[int] = None, end: Optional[int] = None) -> np.ndarray:
@@ -146,23 +154,24 @@ def read_video_frames(path, start: Optional[int] = None, end: Optional[int] = No
     return np.stack(frames)
 
 
-def write_video(path, frames: np.ndarray, fps: int = 30, audio: Optional[np.ndarray] = None,
+def write_video(path, frames, fps: int = 30, audio: Optional[np.ndarray] = None,
                 sample_rate: int = 16000, crf: int = 23, gop: Optional[int] = None) -> None:
     """Encode RGB frames (and optionally mono audio) as H.264 (+ AAC) mp4.
 
     Args:
-        frames: uint8 ``[T, H, W, 3]``; H and W must be even (yuv420p).
+        frames: uint8 ``[T, H, W, 3]``, or an iterable of uint8 ``[H, W, 3]`` frames (encoded as they come, so a
+            long video never has to sit in memory); H and W must be even (yuv420p).
         fps: frame rate (integer).
         audio: float32 ``[S]`` in [-1, 1], or None for a silent (audio-less) file.
         crf: x264 quality (lower = better).
         gop: keyframe interval in frames (1 = every frame a keyframe, as Ego4D clip cutting does; default x264's).
     """
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"{path}: frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
-    height, width = frames.shape[1:3]
-    if height % 2 or width % 2:
-        raise ValueError(f"{path}: frame size {width}x{height} must be even for yuv420p")
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError(f"{path}: no frames to write")
+    first = _check_frame(path, first)
+    height, width = first.shape[:2]
     with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=int(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
@@ -174,7 +183,8 @@ def write_video(path, frames: np.ndarray, fps: int = 30, audio: Optional[np.ndar
         if audio is not None:
             audio_stream = container.add_stream("aac", rate=sample_rate)
             audio_stream.layout = "mono"
-        for image in frames:
+        for image in itertools.chain([first], frames):
+            image = _check_frame(path, image, (height, width))
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
@@ -191,6 +201,17 @@ def write_video(path, frames: np.ndarray, fps: int = 30, audio: Optional[np.ndar
                     container.mux(packet)
             for packet in audio_stream.encode():
                 container.mux(packet)
+
+
+def _check_frame(path, image, size: Optional[tuple] = None) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"{path}: frames must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
+    if size is None and (image.shape[0] % 2 or image.shape[1] % 2):
+        raise ValueError(f"{path}: frame size {image.shape[1]}x{image.shape[0]} must be even for yuv420p")
+    if size is not None and image.shape[:2] != size:
+        raise ValueError(f"{path}: frame size changed from {size} to {image.shape[:2]}")
+    return image
 
 
 def extract_audio(video_path, wav_path, sample_rate: int = 16000) -> int:

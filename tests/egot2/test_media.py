@@ -74,3 +74,14 @@ def test_failed_write_leaves_nothing(tmp_path):
     with pytest.raises(ValueError):
         media.write_video(tmp_path / "odd.mp4", np.zeros((3, 5, 5, 3), np.uint8))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_streaming_write_accepts_a_generator(tmp_path):
+    frames = (np.full((16, 24, 3), 8 * i, np.uint8) for i in range(12))
+    media.write_video(tmp_path / "gen.mp4", frames)
+    decoded = media.read_video_frames(tmp_path / "gen.mp4")
+    assert decoded.shape == (12, 16, 24, 3)
+    np.testing.assert_allclose(decoded[:, 0, 0, 0].astype(float), 8 * np.arange(12), atol=2)
+    with pytest.raises(ValueError, match="frame size changed"):
+        media.write_video(tmp_path / "mixed.mp4", [np.zeros((16, 24, 3), np.uint8), np.zeros((8, 8, 3), np.uint8)])
+    assert not (tmp_path / "mixed.mp4").exists()
