@@ -18,12 +18,21 @@ files load strictly: ``model.*`` into :class:`TalkNet`, ``lossAV.*``/``lossA.*``
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from egot2.checkpoint import (
+    Drop,
+    LoadReport,
+    Rename,
+    SelectPrefix,
+    StripPrefix,
+    apply_key_map,
+    load_state_dict_exact,
+)
 
 __all__ = [
     "FACE_SIZE",
@@ -35,10 +44,9 @@ __all__ = [
     "TalkNetASD",
     "talknet_loss",
     "TALKNET_CRITERION_KEYS",
-    "TALKNET_FLAT_KEY_MAP",
-    "TALKNET_NETWORK_KEY_MAP",
-    "TALKNET_HEADS_KEY_MAP",
-    "apply_regex_key_map",
+    "TALKNET_FLAT_STEPS",
+    "TALKNET_NETWORK_STEPS",
+    "TALKNET_HEADS_STEPS",
     "talknet_expected_missing",
     "load_talknet_state_dict",
 ]
@@ -507,8 +515,9 @@ class TalkNetLossHead(nn.Module):
 
     def __init__(self, in_dim: int, class_weights: Sequence[float] = (1.0, 4.0)) -> None:
         super().__init__()
-        self.FC = nn.Linear(in_dim, 2)
+        # criterion before FC: the official files list ``criterion.weight`` first.
         self.criterion = nn.CrossEntropyLoss(weight=torch.tensor(class_weights, dtype=torch.float32))
+        self.FC = nn.Linear(in_dim, 2)
 
     def forward(self, embedding: Tensor) -> Tensor:
         """(N, in_dim) → (N, 2) logits (not speaking, speaking)."""
@@ -633,7 +642,7 @@ def talknet_loss(
 
 
 # --------------------------------------------------------------------------------------------
-# Checkpoint key maps
+# Checkpoint key maps (egot2.checkpoint steps)
 # --------------------------------------------------------------------------------------------
 
 TALKNET_CRITERION_KEYS = (
@@ -643,122 +652,64 @@ TALKNET_CRITERION_KEYS = (
 )
 """Class-weight buffers present in Ego4D TalkNet files and absent from the AVA pretrain file."""
 
-# Key maps as (regex, replacement) pairs applied in order; a replacement of None drops the key.
-# ``module.`` can appear at the front (DDP around the trainer) or after ``model.`` (DataParallel
-# around the network); TalkNet's own loader strips it wherever it is, and so do we.
-_STRIP_MODULE = (r"(^|\.)module\.", r"\1")
+# ``module.`` can stand in front of a key (DDP around the trainer) or after ``model.`` (DataParallel around the
+# network); TalkNet's own loader strips it in both places, and so do these steps.
+_STRIP_MODULE = (StripPrefix("module."), Rename(r"^(model|lossAV|lossA|lossV)\.module\.", r"\1."))
 
-TALKNET_FLAT_KEY_MAP: tuple[tuple[str, str | None], ...] = (_STRIP_MODULE,)
-"""Official flat file (``ts_asd.pth``, ``pretrain_AVA.model``) → :class:`TalkNetASD`."""
+TALKNET_FLAT_STEPS = _STRIP_MODULE
+"""Official flat file (``ts_asd.pth``, ``pretrain_AVA.model``) → :class:`TalkNetASD` (or any module with the same
+layout, e.g. the ASD Lightning task)."""
 
-TALKNET_NETWORK_KEY_MAP: tuple[tuple[str, str | None], ...] = (
-    _STRIP_MODULE,
-    (r"^loss(AV|A|V)\..*$", None),
-    (r"^model\.", ""),
-)
+TALKNET_NETWORK_STEPS = (*_STRIP_MODULE, Drop(r"^loss(AV|A|V)\."), SelectPrefix("model."))
 """Official flat file → :class:`TalkNet` (heads dropped)."""
 
-TALKNET_HEADS_KEY_MAP: tuple[tuple[str, str | None], ...] = (
-    _STRIP_MODULE,
-    (r"^model\..*$", None),
-)
+TALKNET_HEADS_STEPS = (*_STRIP_MODULE, Drop(r"^model\."))
 """Official flat file → :class:`TalkNetHeads` (network dropped)."""
 
-
-def apply_regex_key_map(
-    state_dict: Mapping[str, Tensor], key_map: Iterable[tuple[str, str | None]]
-) -> dict[str, Tensor]:
-    """Rename state-dict keys with (regex, replacement) pairs; a None replacement drops the key.
-
-    Args:
-        state_dict: name → tensor.
-        key_map: pairs applied in order to every key (``re.sub``, all occurrences).
-
-    Returns:
-        New dict in the original order.
-
-    Raises:
-        ValueError: two keys map to the same name.
-    """
-    compiled = [(re.compile(pattern), replacement) for pattern, replacement in key_map]
-    renamed: dict[str, Tensor] = {}
-    for key, tensor in state_dict.items():
-        new_key: str | None = key
-        for pattern, replacement in compiled:
-            if replacement is None:
-                if pattern.search(new_key):
-                    new_key = None
-                    break
-            else:
-                new_key = pattern.sub(replacement, new_key)
-        if new_key is None:
-            continue
-        if new_key in renamed:
-            raise ValueError(f"key map sends two checkpoint keys to '{new_key}' (second: '{key}')")
-        renamed[new_key] = tensor
-    return renamed
+_LAYOUT_STEPS = {"flat": TALKNET_FLAT_STEPS, "network": TALKNET_NETWORK_STEPS, "heads": TALKNET_HEADS_STEPS}
 
 
 def talknet_expected_missing(module: nn.Module, state_dict: Mapping[str, Tensor]) -> tuple[str, ...]:
     """The criterion buffers ``module`` has but a (key-mapped) file lacks, e.g. the AVA file."""
-    module_keys = set(module.state_dict())
-    suffixes = [key.split(".", 1)[1] for key in TALKNET_CRITERION_KEYS]  # "criterion.weight"
-    candidates = [
-        key for key in module_keys if any(key.endswith(suffix) for suffix in suffixes)
-    ]
-    return tuple(sorted(key for key in candidates if key not in state_dict))
+    suffixes = tuple(key.split(".", 1)[1] for key in TALKNET_CRITERION_KEYS)  # "criterion.weight"
+    return tuple(sorted(key for key in module.state_dict() if key.endswith(suffixes) and key not in state_dict))
 
 
 def load_talknet_state_dict(
-    module: nn.Module, state_dict: Mapping[str, Tensor], source: str = "state dict"
-) -> None:
+    module: nn.Module, state_dict: Mapping[str, Tensor], source: str = "state dict", layout: str | None = None
+) -> LoadReport:
     """Load an official flat TalkNet state dict strictly into a TalkNet module.
 
-    Picks the key map by the module type (:class:`TalkNetASD`: whole file; :class:`TalkNet`:
-    ``model.*``; :class:`TalkNetHeads`: ``loss*.*``). The only keys allowed to be absent are the
-    class-weight buffers (:data:`TALKNET_CRITERION_KEYS`), which keep their constructor value.
+    The key-map steps follow the module's layout: ``"flat"`` (:class:`TalkNetASD`, or any module whose state dict
+    has the flat file's keys, such as the ASD task): the whole file; ``"network"`` (:class:`TalkNet`): ``model.*``;
+    ``"heads"`` (:class:`TalkNetHeads`): ``loss*.*``. The only keys allowed to be absent are the class-weight
+    buffers (:data:`TALKNET_CRITERION_KEYS`), which keep their constructor value.
 
     Args:
-        module: a :class:`TalkNetASD`, :class:`TalkNet` or :class:`TalkNetHeads`.
+        module: destination.
         state_dict: the flat mapping read from ``ts_asd.pth`` or ``pretrain_AVA.model``.
         source: file name used in error messages.
+        layout: ``"flat"``, ``"network"`` or ``"heads"``; None picks it from the module type.
+
+    Returns:
+        What was left out (``missing``: absent criterion buffers; ``unexpected``: always empty).
 
     Raises:
-        ValueError: keys are missing, unexpected or of the wrong shape; the message lists them.
+        egot2.checkpoint.CheckpointMismatchError: keys are missing, unexpected or of the wrong shape; the message
+            lists them.
     """
-    if isinstance(module, TalkNetASD):
-        key_map = TALKNET_FLAT_KEY_MAP
-    elif isinstance(module, TalkNet):
-        key_map = TALKNET_NETWORK_KEY_MAP
-    elif isinstance(module, TalkNetHeads):
-        key_map = TALKNET_HEADS_KEY_MAP
-    else:
-        raise TypeError(f"load_talknet_state_dict: unsupported module {type(module).__name__}")
-    mapped = apply_regex_key_map(state_dict, key_map)
-    expected_missing = set(talknet_expected_missing(module, mapped))
-    own = module.state_dict()
-    missing = sorted(set(own) - set(mapped) - expected_missing)
-    unexpected = sorted(set(mapped) - set(own))
-    wrong_shape = sorted(
-        key for key in set(own) & set(mapped) if tuple(own[key].shape) != tuple(mapped[key].shape)
+    if layout is None:
+        if isinstance(module, TalkNetASD):
+            layout = "flat"
+        elif isinstance(module, TalkNet):
+            layout = "network"
+        elif isinstance(module, TalkNetHeads):
+            layout = "heads"
+        else:
+            raise TypeError(f"load_talknet_state_dict: pass layout= for a {type(module).__name__}")
+    if layout not in _LAYOUT_STEPS:
+        raise ValueError(f"load_talknet_state_dict: layout must be one of {sorted(_LAYOUT_STEPS)}, got {layout!r}")
+    mapped = apply_key_map(state_dict, _LAYOUT_STEPS[layout])
+    return load_state_dict_exact(
+        module, mapped, expected_missing=talknet_expected_missing(module, mapped), source=source
     )
-    if missing or unexpected or wrong_shape:
-        lines = [f"{source} does not fit {type(module).__name__}:"]
-        lines += [f"  missing {key} {tuple(own[key].shape)}" for key in missing[:20]]
-        lines += [f"  unexpected {key} {tuple(mapped[key].shape)}" for key in unexpected[:20]]
-        lines += [
-            f"  shape of {key}: file {tuple(mapped[key].shape)}, model {tuple(own[key].shape)}"
-            for key in wrong_shape[:20]
-        ]
-        hidden = max(len(missing), len(unexpected), len(wrong_shape)) - 20
-        if hidden > 0:
-            lines.append(f"  ... and more ({len(missing)} missing, {len(unexpected)} unexpected, "
-                         f"{len(wrong_shape)} misshapen in total)")
-        raise ValueError("\n".join(lines))
-    result = module.load_state_dict(mapped, strict=False)
-    # strict=False only to tolerate the absent class weights; assert nothing else slipped through.
-    if set(result.missing_keys) != expected_missing or result.unexpected_keys:
-        raise ValueError(
-            f"{source}: unexpected load result for {type(module).__name__}: "
-            f"missing {result.missing_keys}, unexpected {result.unexpected_keys}"
-        )

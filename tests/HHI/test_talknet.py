@@ -1,12 +1,9 @@
 """HHI.models.talknet: official key layout, shapes, the cross-track 3-D conv quirk, loss, errors."""
-import json
-import os
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
+from egot2.checkpoint import CheckpointMismatchError
 from HHI.models.talknet import (
     TALKNET_CRITERION_KEYS,
     TalkNet,
@@ -15,14 +12,7 @@ from HHI.models.talknet import (
     load_talknet_state_dict,
     talknet_loss,
 )
-
-# The checkpoint manifests live next to the checkout (../shared/manifests) unless told otherwise.
-MANIFEST_DIR = Path(
-    os.environ.get("EGOT2_MANIFESTS", Path(__file__).resolve().parents[2].parent / "shared" / "manifests")
-)
-needs_manifests = pytest.mark.skipif(
-    not (MANIFEST_DIR / "ts_asd.json").is_file(), reason=f"no checkpoint manifests in {MANIFEST_DIR}"
-)
+from tests.manifests import load_manifest, manifest_keys, random_state_dict
 
 DTYPES = {"float32": torch.float32, "int64": torch.int64}
 
@@ -33,20 +23,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _manifest_state_dict(name, prefix=""):
-    manifest = json.loads((MANIFEST_DIR / name).read_text())
-    generator = torch.Generator().manual_seed(0)
-    state_dict = {}
-    for key, shape, dtype in manifest["keys"]:
-        if not key.startswith(prefix):
-            continue
-        if DTYPES[dtype].is_floating_point:
-            state_dict[key[len(prefix):]] = torch.randn(shape, generator=generator)
-        else:
-            state_dict[key[len(prefix):]] = torch.randint(0, 100, shape, generator=generator)
-    return manifest, state_dict
 
 
 def _reference_state_dict(module):
@@ -82,7 +58,7 @@ def _inputs(batch=2, frames=5, seed=0):
 
 
 def test_sizes_match_the_official_talknet():
-    # Numbers recorded from the original classes (ts_asd.json); checked even without manifests.
+    # Numbers recorded from the original classes (tests/manifests/ts_asd.json).
     state_dict = TalkNetASD().state_dict()
     assert len(state_dict) == 490
     assert sum(t.numel() for t in state_dict.values()) == 15_762_242
@@ -95,12 +71,11 @@ def test_sizes_match_the_official_talknet():
     assert state_dict["lossAV.criterion.weight"].tolist() == [1.0, 4.0]
 
 
-@needs_manifests
 def test_state_dict_layout_equals_manifest():
-    manifest, _ = _manifest_state_dict("ts_asd.json")
-    expected = [(key, tuple(shape), DTYPES[dtype]) for key, shape, dtype in manifest["keys"]]
+    manifest = load_manifest("ts_asd")
+    expected = [(key, shape, DTYPES[dtype]) for key, shape, dtype in manifest_keys("ts_asd")]
     ours = [(key, tuple(t.shape), t.dtype) for key, t in TalkNetASD().state_dict().items()]
-    assert sorted(ours) == sorted(expected)
+    assert ours == expected  # same names, shapes, dtypes and file order
     network = {(key, tuple(t.shape)) for key, t in TalkNet().state_dict().items()}
     assert network == {(key[len("model."):], shape) for key, shape, _ in expected if key.startswith("model.")}
     heads = {(key, tuple(t.shape)) for key, t in TalkNetHeads().state_dict().items()}
@@ -109,9 +84,8 @@ def test_state_dict_layout_equals_manifest():
     assert TalkNetASD().state_dict()["lossAV.criterion.weight"].tolist() == recipe
 
 
-@needs_manifests
 def test_manifest_state_dict_loads_strictly():
-    _, flat = _manifest_state_dict("ts_asd.json")
+    flat = random_state_dict("ts_asd")
     asd = TalkNetASD()
     asd.load_state_dict(flat, strict=True)  # the flat file IS our state dict
     network, heads = TalkNet(), TalkNetHeads()
@@ -124,9 +98,8 @@ def test_manifest_state_dict_loads_strictly():
     assert torch.equal(asd.lossAV.criterion.weight, flat["lossAV.criterion.weight"])
 
 
-@needs_manifests
 def test_ava_layout_without_class_weights_and_module_prefixes():
-    _, flat = _manifest_state_dict("ts_asd.json")
+    flat = random_state_dict("ts_asd")
     # The AVA pretrain file has unweighted criteria (no buffers); DDP/DataParallel add "module.".
     ava = {k: v for k, v in flat.items() if k not in TALKNET_CRITERION_KEYS}
     for variant in (
@@ -135,34 +108,38 @@ def test_ava_layout_without_class_weights_and_module_prefixes():
         {k.replace("model.", "model.module.", 1): v for k, v in ava.items()},
     ):
         asd = TalkNetASD()
-        load_talknet_state_dict(asd, variant, source="pretrain_AVA.model")
+        report = load_talknet_state_dict(asd, variant, source="pretrain_AVA.model")
+        assert sorted(report.missing) == sorted(TALKNET_CRITERION_KEYS) and report.unexpected == []
         assert asd.lossV.criterion.weight.tolist() == [1.0, 4.0]
         assert torch.equal(asd.model.visualFrontend.frontend3D[0].weight, flat["model.visualFrontend.frontend3D.0.weight"])
         load_talknet_state_dict(TalkNet(), variant)
         load_talknet_state_dict(TalkNetHeads(), variant)
 
 
-@needs_manifests
 def test_a_file_that_does_not_fit_names_the_keys():
-    _, flat = _manifest_state_dict("ts_asd.json")
+    flat = random_state_dict("ts_asd")
     broken = dict(flat)
     del broken["model.selfAV.norm2.bias"]
     broken["model.selfAV.norm3.bias"] = torch.zeros(256)
     broken["lossA.FC.weight"] = torch.zeros(2, 256)
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(CheckpointMismatchError) as error:
         load_talknet_state_dict(TalkNetASD(), broken, source="ts_asd.pth")
     message = str(error.value)
     assert "ts_asd.pth" in message
-    assert "missing model.selfAV.norm2.bias" in message
-    assert "unexpected model.selfAV.norm3.bias" in message
-    assert "lossA.FC.weight" in message and "(2, 256)" in message
+    assert error.value.missing == ["model.selfAV.norm2.bias"]
+    assert error.value.unexpected == ["model.selfAV.norm3.bias"]
+    assert error.value.mismatched == ["lossA.FC.weight"]
+    assert "model.selfAV.norm2.bias [256]" in message and "model.selfAV.norm3.bias [256]" in message
+    assert "lossA.FC.weight: module [2, 128] vs file [2, 256]" in message
     with pytest.raises(ValueError, match="selfAV.norm2.bias"):
         load_talknet_state_dict(TalkNet(), broken)
+    # A module that is none of the three TalkNet layouts needs an explicit layout.
+    with pytest.raises(TypeError, match="layout"):
+        load_talknet_state_dict(torch.nn.Linear(2, 2), flat)
 
 
-@needs_manifests
 def test_egot2_translator_asd_submodel_loads_strictly():
-    _, asd_part = _manifest_state_dict("egot2s_ttm_3task.json", prefix="model.asd_model.")
+    asd_part = random_state_dict("egot2s_ttm_3task", prefix="model.asd_model.", strip="model.asd_model.")
     assert len(asd_part) == 481
     TalkNet().load_state_dict(asd_part, strict=True)
 
