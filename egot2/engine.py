@@ -457,6 +457,7 @@ def build_trainer(
     num_sanity_val_steps: int = 0,
     gradient_clip_val: float | None = None,
     enable_progress_bar: bool = True,
+    use_distributed_sampler: bool = True,
     extra_callbacks: Sequence[Callback] = (),
 ) -> pl.Trainer:
     """A Lightning trainer with the project's conventions.
@@ -484,6 +485,8 @@ def build_trainer(
         save_top_k, save_last: checkpoint retention.
         log_every_n_steps, accumulate_grad_batches, limit_*_batches, check_val_every_n_epoch,
         num_sanity_val_steps, gradient_clip_val, enable_progress_bar: passed to ``pl.Trainer`` (None = default).
+        use_distributed_sampler: let Lightning wrap loaders in a DistributedSampler under DDP; False for loaders
+            whose batch sampler shards itself (the TTM frame-budget sampler).
         extra_callbacks: more callbacks.
 
     Returns:
@@ -522,7 +525,7 @@ def build_trainer(
         deterministic=deterministic, logger=loggers, callbacks=[checkpoint, *extra_callbacks],
         log_every_n_steps=log_every_n_steps, accumulate_grad_batches=accumulate_grad_batches,
         check_val_every_n_epoch=check_val_every_n_epoch, num_sanity_val_steps=num_sanity_val_steps,
-        enable_progress_bar=enable_progress_bar,
+        enable_progress_bar=enable_progress_bar, use_distributed_sampler=use_distributed_sampler,
         **{name: value for name, value in optional.items() if value is not None})
 
 
