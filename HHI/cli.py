@@ -147,12 +147,15 @@ SHARED_FLAG_KEYS = {
     "num_heads": "HHI.TRANSLATOR.NUM_HEADS",
     "hidden_dim": "HHI.TRANSLATOR.HIDDEN_DIM",
     "hidden_dim2": "HHI.TRANSLATOR.HIDDEN_DIM2",
+    "train_mode_backbones": "HHI.TRAIN_MODE_BACKBONES",
+    "cache_features": "HHI.CACHE_FEATURES",
+    "asd_max_frames": "HHI.ASD_MAX_FRAMES",
     "limit_train_batches": "TRAIN.LIMIT_TRAIN_BATCHES",
     "limit_val_batches": "TRAIN.LIMIT_VAL_BATCHES",
 }
 
 #: Shared flags holding file paths (made absolute from the current directory).
-SHARED_PATH_FLAGS = ("ckpt", "checkpoint", "lam_checkpoint", "ttm_checkpoint", "asd_checkpoint")
+SHARED_PATH_FLAGS = ("ckpt", "checkpoint", "lam_checkpoint", "ttm_checkpoint", "asd_checkpoint", "cache_features")
 
 
 def _batch_limit(text: str) -> Union[int, float]:
@@ -238,6 +241,12 @@ def social_argument_parser(task: str, description: str, defaults: Optional[Mappi
     add("--num_heads", type=int, default=None, help="translator heads" + default("num_heads"))
     add("--hidden_dim", type=int, default=None, help="translator width" + default("hidden_dim"))
     add("--hidden_dim2", type=int, default=None, help="second hidden width" + default("hidden_dim2"))
+    add("--train_mode_backbones", action="store_true",
+        help="keep the frozen backbones in train mode as the original (BatchNorm statistics drift; parity runs)")
+    add("--cache_features", default=None, metavar="DIR",
+        help="read the frozen backbones' tokens from a cache in DIR, built on first use (TTM translators)")
+    add("--asd_max_frames", type=int, default=None,
+        help="ASD frames per TTM chunk for the 3-task translators (default: 0 = all; CPU runs use fewer)")
     add("opts", nargs=argparse.REMAINDER, default=[], help="trailing KEY VALUE config overrides")
     return parser
 

@@ -68,6 +68,15 @@ def add_hhi_config(cfg: CfgNode) -> CfgNode:
     cfg.HHI.TRANSLATOR.HIDDEN_DIM2 = 512
     # Transformer dropout.
     cfg.HHI.TRANSLATOR.DROPOUT = 0.1
+    # Keep the translators' frozen backbones in train mode as the original did (--train_mode_backbones): BatchNorm
+    # statistics drift and TalkNet's dropout is active during stage II (spec §7.4). Only to reproduce released numbers.
+    cfg.HHI.TRAIN_MODE_BACKBONES = False
+    # Token cache of the translators' frozen backbones (--cache_features DIR; egot2.features), built on first use per
+    # split and backbone and rebuilt when a backbone or the feature settings change. "" = run the backbones every step.
+    cfg.HHI.CACHE_FEATURES = ""
+    # ASD frames per TTM chunk in the paired inputs of the 3-task translators (--asd_max_frames): the first N frames
+    # with a box; 0 = all of them (the original). TalkNet is expensive on a CPU, so CPU runs cut it.
+    cfg.HHI.ASD_MAX_FRAMES = 0
     return cfg
 
 
@@ -81,6 +90,8 @@ def _check_hhi(cfg: CfgNode):
         problems.append(("HHI.FACE_SIZE", "must be an integer >= 16"))
     if not 0.0 <= hhi.TRANSLATOR.DROPOUT < 1.0:
         problems.append(("HHI.TRANSLATOR.DROPOUT", "must be in [0, 1)"))
+    if not isinstance(hhi.ASD_MAX_FRAMES, int) or hhi.ASD_MAX_FRAMES < 0:
+        problems.append(("HHI.ASD_MAX_FRAMES", "must be an integer >= 0 (0 = every frame)"))
     for key in ("NUM_LAYERS", "NUM_HEADS", "HIDDEN_DIM", "HIDDEN_DIM2"):
         if not isinstance(hhi.TRANSLATOR[key], int) or hhi.TRANSLATOR[key] < 1:
             problems.append((f"HHI.TRANSLATOR.{key}", "must be a positive integer"))
@@ -333,33 +344,3 @@ def asd_run_defaults(cfg: CfgNode) -> CfgNode:
     cfg.HHI.TRANSLATOR.NUM_LAYERS = 1
     return cfg
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# EgoT2-s translators (LAM/TTM/ASD backbones frozen inside a task translator)
-# ---------------------------------------------------------------------------------------------------------------
-
-__all__ += ["add_translation_config"]
-
-
-def add_translation_config(cfg: CfgNode) -> CfgNode:
-    """Add the EgoT2-s keys to the ``HHI`` section (and the section itself). Returns ``cfg``."""
-    add_hhi_config(cfg)
-    if "CACHE_FEATURES" in cfg.HHI:
-        return cfg
-    # Keep the frozen backbones in train mode as the original code did (--train_mode_backbones): BatchNorm statistics
-    # drift and TalkNet's dropout is active during stage II (spec §7.4). Only for reproducing released numbers.
-    cfg.HHI.TRAIN_MODE_BACKBONES = False
-    # Folder of the frozen backbones' token cache (--cache_features DIR; egot2.features): built on first use per
-    # split and backbone, rebuilt when a backbone or the feature settings change. "" = run the backbones every step.
-    cfg.HHI.CACHE_FEATURES = ""
-    # ASD frames per TTM chunk in the paired inputs of the 3-task translators (--asd_max_frames): the first N frames
-    # with a box; 0 = all of them (the original). TalkNet is expensive on a CPU, so CPU runs cut it.
-    cfg.HHI.ASD_MAX_FRAMES = 0
-    return cfg
-
-
-@register_validator(section="HHI")
-def _check_translation(cfg: CfgNode):
-    if "ASD_MAX_FRAMES" in cfg.HHI and (not isinstance(cfg.HHI.ASD_MAX_FRAMES, int) or cfg.HHI.ASD_MAX_FRAMES < 0):
-        return [("HHI.ASD_MAX_FRAMES", "must be an integer >= 0 (0 = every frame)")]
-    return []

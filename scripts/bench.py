@@ -85,7 +85,7 @@ def _prepared_twin(work: Path, size: str, seed: int, workers: int) -> Path:
 
 def _cfg(args: argparse.Namespace, data_dir: Path, checkpoints: dict, run_dir: Path, cache_dir: str):
     from HHI.cli import social_cfg
-    from HHI.config import add_translation_config, add_ttm_config, ttm_run_defaults
+    from HHI.config import add_ttm_config, ttm_run_defaults
 
     run_ttm = _load_run_ttm()
     argv = ["--model", "TaskFusionMFTransformer2Task", "--num_layers", "1", "--hidden_dim", "128", "--dropout", "0.5",
@@ -93,7 +93,7 @@ def _cfg(args: argparse.Namespace, data_dir: Path, checkpoints: dict, run_dir: P
             "--data_dir", str(data_dir), "--num_workers", str(args.workers), "--seed", str(args.seed),
             "--lam_checkpoint", str(checkpoints["lam"]), "--ttm_checkpoint", str(checkpoints["ttm"])]
     parsed = run_ttm.parse_args(argv)
-    cfg = social_cfg(parsed, "ttm", extensions=(add_ttm_config, ttm_run_defaults, add_translation_config),
+    cfg = social_cfg(parsed, "ttm", extensions=(add_ttm_config, ttm_run_defaults),
                      flag_keys=run_ttm.FLAG_KEYS, path_flags=run_ttm.PATH_FLAGS, freeze=False)
     cfg.OUTPUT_DIR = str(run_dir)
     cfg.HHI.CACHE_FEATURES = cache_dir

@@ -257,14 +257,14 @@ def run_demo(out: str | os.PathLike = "demo", seed: int = 0, workers: int = 2, p
 def build_feature_cache(translator_argv: list[str], out: Path) -> dict:
     """Fill the token caches of every backbone for train and val (what the translator runs then read)."""
     from HHI.cli import social_cfg
-    from HHI.config import add_translation_config, add_ttm_config, ttm_run_defaults
+    from HHI.config import add_ttm_config, ttm_run_defaults
     from HHI.tasks.translation import build_ttm_translation_task, ttm_feature_caches, ttm_translation_dataset
 
     run_ttm = _script("run_ttm")
     args = run_ttm.parse_args(["--two_loader", "--model", "TaskFusionMFTransformer3Task", "--output_dir",
                                "feature_cache", *translator_argv])
     with working_directory(out):
-        cfg = social_cfg(args, "ttm", extensions=(add_ttm_config, ttm_run_defaults, add_translation_config),
+        cfg = social_cfg(args, "ttm", extensions=(add_ttm_config, ttm_run_defaults),
                          flag_keys=run_ttm.FLAG_KEYS, path_flags=run_ttm.PATH_FLAGS)
     model = build_ttm_translation_task(cfg).model
     stats = {}

@@ -14,13 +14,21 @@ accuracy as EgoT2 logs it) and val_mAP.
 Behaviour that differs from EgoT2's run_asd.py by default, with the flag that restores it: the learning rate decays
 x0.95 per epoch as in the Ego4D TalkNet trainer (--lr_decay_per_step: every step, as EgoT2); mixed training audio
 stays float (--legacy_int16_mix: the original int16 cast). --max_frames cuts long track chunks for CPU runs.
+
+EgoT2-s with ASD as the task of interest takes the translator names as --model (TaskFusionMFTransformer3Task,
+FinetuneASD, LAM2ASD, TTM2ASD); they imply the paired data -- every ASD frame with the RGB face crop the frozen LAM
+and TTM models read -- so the README's command without --two_loader trains the translator, not plain TalkNet:
+
+    python scripts/run_asd.py --model TaskFusionMFTransformer3Task --output_dir 3tasktranslation
 """
 import sys
 from pathlib import Path
 
 from HHI.cli import SHARED_FLAG_KEYS, SocialRun, run_social_task, social_argument_parser, social_cfg
 from HHI.config import add_asd_config, asd_run_defaults
+from HHI.models.translation import ASD_TRANSLATORS
 from HHI.tasks.asd import ExportFlatCheckpoint, asd_dataloader, build_asd_task
+from HHI.tasks.translation import asd_translation_run
 
 DEFAULTS = {"model": "talkNetModel", "epochs": 25, "batch_size": 1800, "lr": 1e-4, "wd": 0.0, "num_workers": 4,
             "weights": [1.0, 4.0], "dropout": 0.1, "num_layers": 1, "num_heads": 4, "hidden_dim": 256,
@@ -88,6 +96,9 @@ def main(argv=None) -> int:
         trainer_overrides=lambda c: {"extra_callbacks": [ExportFlatCheckpoint(f"{c.OUTPUT_DIR}/ts_asd.pth")]},
     )
     try:
+        if cfg.HHI.MODEL in ASD_TRANSLATORS:
+            # EgoT2-s: the translator names imply the paired ASD + RGB data (the README command has no --two_loader).
+            spec = asd_translation_run(cfg)
         return run_social_task(cfg, spec)
     except (ValueError, FileNotFoundError) as err:  # bad input: say what and where, without a traceback
         print(f"run_asd.py: error: {err}", file=sys.stderr)

@@ -11,6 +11,19 @@ Data: the prepared layout under --data_dir / $EGO4D_DATA / data/ (``ttm/video_im
 --legacy_epochs (the original's truncated epochs, which the published numbers were trained with) and
 --legacy_metric_key (the original's "start:end" metric keying). Logs and checkpoints go to
 ./logs/ttm/<output_dir>; training ends by exporting the best model as ./logs/ttm/<output_dir>/ts_ttm.pth.
+
+EgoT2-s (task translation, HHI.tasks.translation) takes the translator names as --model:
+
+    python scripts/run_ttm.py --model TaskFusionMFTransformer2Task --num_layers 1 --hidden_dim 128 --dropout 0.5 \
+        --output_dir 2tasktranslation [--cache_features features/]
+    python scripts/run_ttm.py --two_loader --model TaskFusionMFTransformer3Task --num_layers 1 --hidden_dim 128 \
+        --dropout 0.5 --output_dir 3tasktranslation
+
+with the frozen stage-I models from pretrained_models/ts_{lam,ttm,asd}.pth (--lam_checkpoint ... override),
+--nofreeze (train the TTM backbone too), --train_mode_backbones (the original's train-mode backbones), and
+--cache_features DIR (run the frozen backbones once per split and train on their stored tokens; same results).
+--eval/--submit --ckpt accept the released EgoT2-s checkpoints and ours (same layout). Validation writes the
+translator's attention per source task to ./logs/ttm/<output_dir>/attention/ (CSV and attention.png).
 """
 import sys
 

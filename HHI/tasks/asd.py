@@ -31,6 +31,7 @@ from HHI.cli import ModelEntry, optim_settings, resolve_model
 from HHI.data.asd import ActiveSpeakerDataset, DynamicBatchSampler, collate_active_speaker
 from HHI.metrics import asd_frame_accuracy, asd_map
 from HHI.models.talknet import TalkNet, TalkNetLossHead, load_talknet_state_dict
+from HHI.models.translation import ASD_TRANSLATORS, translator_inputs
 
 __all__ = [
     "ASD_MODELS",
@@ -59,6 +60,10 @@ def talknet_inputs(batch: dict) -> tuple:
 #: and exported as ``ts_asd.pth``.
 ASD_MODELS: dict[str, ModelEntry] = {
     "talkNetModel": ModelEntry(build=build_talknet, inputs=talknet_inputs, stage_one=True),
+    # EgoT2-s translators (HHI.models.translation); scripts/run_asd.py runs them through
+    # HHI.tasks.translation.asd_translation_run, on the paired ASD + RGB data.
+    **{name: ModelEntry(build="HHI.tasks.translation:build_asd_translator_model", inputs=translator_inputs)
+       for name in ASD_TRANSLATORS},
 }
 
 

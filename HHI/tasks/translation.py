@@ -43,6 +43,8 @@ __all__ = [
     "TTMTranslationTask",
     "ASDTranslationTask",
     "build_translator_from_cfg",
+    "build_ttm_translator_model",
+    "build_asd_translator_model",
     "build_ttm_translation_task",
     "build_asd_translation_task",
     "ttm_translation_dataset",
@@ -214,6 +216,16 @@ def build_translator_from_cfg(cfg: Any, task: str) -> HHITranslationModel:
         nofreeze=bool(cfg.HHI.NOFREEZE), train_mode_backbones=bool(cfg.HHI.TRAIN_MODE_BACKBONES),
         checkpoints={"lam": cfg.HHI.LAM_CHECKPOINT, "ttm": cfg.HHI.TTM_CHECKPOINT, "asd": cfg.HHI.ASD_CHECKPOINT},
         load_backbones=not evaluating)
+
+
+def build_ttm_translator_model(cfg: Any) -> HHITranslationModel:
+    """Registry builder (``HHI.tasks.ttm.TTM_MODELS``): the EgoT2-s TTM model of a config."""
+    return build_translator_from_cfg(cfg, "ttm")
+
+
+def build_asd_translator_model(cfg: Any) -> HHITranslationModel:
+    """Registry builder (``HHI.tasks.asd.ASD_MODELS``): the EgoT2-s ASD model of a config."""
+    return build_translator_from_cfg(cfg, "asd")
 
 
 def build_ttm_translation_task(cfg: Any) -> TTMTranslationTask:

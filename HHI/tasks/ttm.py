@@ -30,6 +30,7 @@ from HHI.cli import ModelEntry, SocialRun, optim_settings, resolve_model
 from HHI.data.social import WarningCounter
 from HHI.data.ttm import FrameBudgetBatchSampler, build_ttm_dataset, collate_truncate
 from HHI.metrics import ttm_map, ttm_segment_scores
+from HHI.models.translation import TTM_TRANSLATORS, translator_inputs
 
 __all__ = ["TalkingToMeTask", "TTM_MODELS", "build_ttm_baseline", "build_ttm_task", "ttm_dataloader",
            "ttm_segment_logits", "ttm_submission", "video_audio_inputs", "ttm_run"]
@@ -50,6 +51,9 @@ def video_audio_inputs(batch: dict) -> tuple:
 #: ``--model`` name -> network. ``stage_one`` models take ``--checkpoint`` and are exported as ``ts_ttm.pth``.
 TTM_MODELS: dict[str, ModelEntry] = {
     "BaselineLSTM": ModelEntry(build=build_ttm_baseline, inputs=video_audio_inputs, stage_one=True),
+    # EgoT2-s translators (HHI.models.translation); they run through HHI.tasks.translation.ttm_translation_run.
+    **{name: ModelEntry(build="HHI.tasks.translation:build_ttm_translator_model", inputs=translator_inputs)
+       for name in TTM_TRANSLATORS},
 }
 
 
@@ -219,6 +223,10 @@ def ttm_run(cfg: Any) -> SocialRun:
     frame-budget sampler shards itself, so Lightning's distributed sampler is off), ``--eval``, ``--submit``; stage-I
     models are exported as ``ts_ttm.pth`` after training."""
     entry = resolve_model(TTM_MODELS, cfg.HHI.MODEL, "TTM")
+    if cfg.HHI.MODEL in TTM_TRANSLATORS:
+        from HHI.tasks.translation import ttm_translation_run  # noqa: PLC0415  (it imports this module)
+
+        return ttm_translation_run(cfg)
     return SocialRun(task="ttm", build_task=build_ttm_task,
                      train_loader=functools.partial(ttm_dataloader, split="train"),
                      val_loader=functools.partial(ttm_dataloader, split="val"),

@@ -14,7 +14,7 @@ from egot2.checkpoint import load_file, save_flat_checkpoint, save_lightning_che
 from egot2.config import REPO_ROOT
 from egot2.submission import validate_file
 from HHI.cli import load_task_weights, social_cfg
-from HHI.config import add_asd_config, add_translation_config, add_ttm_config, asd_run_defaults, ttm_run_defaults
+from HHI.config import add_asd_config, add_ttm_config, asd_run_defaults, ttm_run_defaults
 from HHI.models.lstm import LAMBaselineLSTM, TTMBaselineLSTM
 from HHI.models.talknet import TalkNetASD
 from HHI.models.translation import ASD_TRANSLATORS, TTM_TRANSLATORS
@@ -64,7 +64,7 @@ def _cfg(task, argv, output_dir, **overrides):
     script = _script(f"run_{task}")
     args = script.parse_args(argv)
     extensions = ((add_ttm_config, ttm_run_defaults) if task == "ttm" else (add_asd_config, asd_run_defaults))
-    cfg = social_cfg(args, task, extensions=(*extensions, add_translation_config), flag_keys=script.FLAG_KEYS,
+    cfg = social_cfg(args, task, extensions=extensions, flag_keys=script.FLAG_KEYS,
                      path_flags=script.PATH_FLAGS, freeze=False)
     cfg.OUTPUT_DIR = str(output_dir)
     for key, value in overrides.items():
