@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
@@ -71,7 +70,6 @@ __all__ = [
     "TRANSLATORS",
     "DEFAULT_BACKBONE_CHECKPOINTS",
     "build_translation_model",
-    "translator_checkpoint_paths",
     "translator_inputs",
     "truncate_tokens",
 ]
@@ -676,11 +674,3 @@ def build_translation_model(
         kwargs.update(hidden_dim=hidden_dim)
     return model_class(**kwargs)
 
-
-def translator_checkpoint_paths(lam: PathLike | None = None, ttm: PathLike | None = None,
-                                asd: PathLike | None = None) -> dict[str, Path]:
-    """``{source: absolute path}`` of the stage-I files, defaults from :data:`DEFAULT_BACKBONE_CHECKPOINTS`."""
-    from egot2.config import repo_path
-
-    given = {"lam": lam, "ttm": ttm, "asd": asd}
-    return {source: repo_path(given[source] or DEFAULT_BACKBONE_CHECKPOINTS[source]) for source in SOURCES}
