@@ -24,6 +24,7 @@ import difflib
 import json
 import os
 import platform
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -677,7 +678,7 @@ def default_argument_parser(description: str = "") -> argparse.ArgumentParser:
     ``--eval``, ``--submit``, ``--fast_dev_run``, ``--num_gpus``, ``--num_shards``, then trailing ``KEY VALUE``
     overrides. Scripts may add or redefine flags (conflicting definitions replace these).
     """
-    parser = argparse.ArgumentParser(
+    parser = _ConfigArgumentParser(
         description=description,
         conflict_handler="resolve",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -701,6 +702,25 @@ def default_argument_parser(description: str = "") -> argparse.ArgumentParser:
     parser.add_argument("--num_shards", type=int, default=None, help="number of nodes")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
     return parser
+
+
+_CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
+
+
+class _ConfigArgumentParser(argparse.ArgumentParser):
+    """Argument parser that gives back a config key swallowed by ``--resume``'s optional value.
+
+    ``--resume SOLVER.MAX_EPOCH 3`` means "resume from the last checkpoint, with one override", not "resume from a
+    file named SOLVER.MAX_EPOCH".
+    """
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        resume = getattr(namespace, "resume", None)
+        if isinstance(resume, str) and _CONFIG_KEY.match(resume):
+            namespace.resume = "last"
+            namespace.opts = [resume] + list(getattr(namespace, "opts", None) or [])
+        return namespace, extras
 
 
 def _flag_opts(args: argparse.Namespace) -> list:

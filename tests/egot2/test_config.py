@@ -250,3 +250,13 @@ def test_argument_parser_maps_flags_onto_keys(tmp_path):
     assert parser.parse_args(["--eval", "2"]).eval == 2
     with pytest.raises(ConfigError, match="command line: unknown config key NOPE"):
         cfg_from_args(parser.parse_args(["NOPE", "1"]))
+
+
+def test_resume_without_a_path_gives_back_a_config_key():
+    from egot2.config import default_argument_parser
+
+    parser = default_argument_parser("t")
+    args = parser.parse_args(["--resume", "SOLVER.MAX_EPOCH", "3"])
+    assert args.resume == "last" and args.opts == ["SOLVER.MAX_EPOCH", "3"]
+    args = parser.parse_args(["--resume", "runs/a/last.ckpt", "SOLVER.MAX_EPOCH", "3"])
+    assert args.resume == "runs/a/last.ckpt" and args.opts == ["SOLVER.MAX_EPOCH", "3"]
