@@ -228,7 +228,8 @@ def social_argument_parser(task: str, description: str, defaults: Optional[Mappi
     # Data
     add("--face_size", type=int, default=None, help="side of the face crops" + default("face_size"))
     add("--label_mode", choices=("official", "is_at_me"), default=None,
-        help="labels as the official loaders ('official', default) or requiring is_at_me")
+        help="'is_at_me' (default) requires is_at_me for a positive; 'official' ignores it as the "
+             "original loaders did (needed to reproduce the published numbers)")
     # Models
     add("--checkpoint", default=None, help="initialise the stage-I network from this official checkpoint")
     for name in ("lam", "ttm", "asd"):

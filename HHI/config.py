@@ -40,9 +40,9 @@ def add_hhi_config(cfg: CfgNode) -> CfgNode:
     cfg.HHI.MODEL = ""
     # Side of the face crops fed to the frame encoders (224 official; smaller values make CPU runs practical).
     cfg.HHI.FACE_SIZE = 224
-    # Label construction: "official" (is_at_me ignored, as the released checkpoints and published numbers) or
-    # "is_at_me" (LAM/TTM positives need is_at_me, social-interactions issue #24).
-    cfg.HHI.LABEL_MODE = "official"
+    # Label construction: "is_at_me" (default: LAM/TTM positives need is_at_me, the fix of social-interactions
+    # issue #24) or "official" (is_at_me ignored, as the released checkpoints and the published numbers).
+    cfg.HHI.LABEL_MODE = "is_at_me"
     # Stage-I initialisation of the trained network (--checkpoint): an official {epoch, state_dict, mAP} file,
     # loaded strictly. "" = random initialisation.
     cfg.HHI.INIT_CHECKPOINT = ""

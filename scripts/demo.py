@@ -165,7 +165,7 @@ def run_demo(out: str | os.PathLike = "demo", seed: int = 0, workers: int = 2, p
     settings = PROFILES[profile]
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    raw_dir, data_dir = out / "data" / "raw", out / "data"
+    raw_dir, data_dir = out / "raw", out / "data"
     models_dir, cache_dir = out / "pretrained_models", out / "features"
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -243,7 +243,7 @@ def run_demo(out: str | os.PathLike = "demo", seed: int = 0, workers: int = 2, p
         "timings_s": timings,
         "files": {"results": "results.json", "submission": "submit_ttm.json", "attention": "attention.png",
                   "attention_2task": "attention_2task.png", "logs": "logs/", "pretrained_models": "pretrained_models/",
-                  "features": "features/"},
+                  "features": "features/", "twin": "raw/", "data": "data/"},
         "settings": {"profile": profile, "seed": seed, "workers": workers, "torch_threads": torch.get_num_threads(),
                      **{key: value for key, value in settings.items()}},
     }

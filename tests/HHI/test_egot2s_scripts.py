@@ -84,6 +84,46 @@ def _translator_argv(model, data_dir, stage1, *extra):
             "--asd_checkpoint", str(stage1["asd"]), *extra]
 
 
+# ------------------------------------------------------------------------------------------------ paired data
+def test_paired_ttm_samples_add_asd_inputs_to_the_plain_samples(data_dir):
+    from HHI.data.paired import PairedTTMDataset, collate_paired_ttm
+    from HHI.data.ttm import TTMDataset
+
+    plain, paired = TTMDataset(data_dir, "val", face_size=FACE), PairedTTMDataset(data_dir, "val", face_size=FACE)
+    capped = PairedTTMDataset(data_dir, "val", face_size=FACE, asd_max_frames=5)
+    assert paired.segments == plain.segments
+    for index in (0, len(paired) - 1):
+        sample, reference = paired[index], plain[index]
+        assert torch.equal(sample["video"], reference["video"]) and torch.equal(sample["audio"], reference["audio"])
+        frames = sample["video"].shape[0]
+        assert sample["faces"].shape[1:] == (112, 112) and 0 < sample["faces"].shape[0] <= frames
+        assert sample["mfcc"].shape == (4 * sample["faces"].shape[0], 13)
+        assert 0 <= float(sample["faces"].min()) and float(sample["faces"].max()) <= 255
+        assert float(sample["faces"].std()) > 0  # real face crops, not a black placeholder
+        assert torch.equal(capped[index]["faces"], sample["faces"][:5])
+    batch = collate_paired_ttm([paired[0], paired[1]])
+    assert batch["video"].shape[1] == min(paired[0]["video"].shape[0], paired[1]["video"].shape[0])
+    assert isinstance(batch["faces"], list) and len(batch["faces"]) == 2 and batch["label"].shape == (2,)
+
+
+def test_paired_test_release_and_asd_samples(data_dir):
+    from HHI.data.paired import PairedASDDataset, PairedTTMTestDataset, collate_paired_asd
+    from HHI.data.ttm import ttm_paths
+
+    paths = ttm_paths(data_dir)
+    test = PairedTTMTestDataset(paths.test_dir, paths.seg_info, face_size=FACE)
+    sample = test[0]
+    assert sample["video"].shape[1:] == (3, FACE, FACE) and sample["faces"].shape[1:] == (112, 112)
+    assert sample["mfcc"].shape == (4 * sample["faces"].shape[0], 13)
+    asd = PairedASDDataset(data_dir / "asd", "val", face_size=FACE, max_frames=10)
+    items = [asd[0], asd[1]]
+    for item in items:
+        assert item["video"].shape == (item["faces"].shape[0], 3, FACE, FACE)
+        assert item["labels"].shape == (item["faces"].shape[0],)
+    batch = collate_paired_asd(items)
+    assert batch["video"].shape[:2] == batch["faces"].shape[:2] == batch["labels"].shape
+
+
 # ------------------------------------------------------------------------------------------------ every model name
 @pytest.mark.slow
 @pytest.mark.parametrize("task,name", [("ttm", n) for n in TTM_TRANSLATORS] + [("asd", n) for n in ASD_TRANSLATORS])
