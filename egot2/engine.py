@@ -230,8 +230,15 @@ class TaskModule(pl.LightningModule):
         self.split_metrics: dict[str, dict[str, float]] = {}
 
     # --------------------------------------------------------------------------------------------- optimiser
+    def optimizer_named_parameters(self) -> Iterable[tuple[str, torch.nn.Parameter]]:
+        """The (name, parameter) pairs the optimiser sees; names drive the "bn" weight-decay grouping.
+
+        Override when the grouping must follow other names than the module's own (e.g. official checkpoint names).
+        """
+        return self.named_parameters()
+
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.named_parameters(), self.optim_settings)
+        optimizer = build_optimizer(self.optimizer_named_parameters(), self.optim_settings)
         if self.optim_settings.lr_policy == "constant":
             return optimizer
         if self.optim_settings.interval == "step":

@@ -45,7 +45,7 @@ from egot2.checkpoint import (
     model_checkpoint_callback_state,
     save_lightning_checkpoint,
 )
-from egot2.engine import OptimSettings, TaskModule, build_lr_scheduler, build_optimizer
+from egot2.engine import OptimSettings, TaskModule
 from HOI import metrics
 from HOI.models.resnet3d import (
     I3DResNet,
@@ -197,15 +197,9 @@ class StateChangeTask(TaskModule):
         self.model = model
 
     # --------------------------------------------------------------------------------------------- optimiser
-    def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(official_named_parameters(self.model), self.optim_settings)
-        if self.optim_settings.lr_policy == "constant":
-            return optimizer
-        if self.optim_settings.interval == "step":
-            total = self.trainer.estimated_stepping_batches
-        else:
-            total = self.trainer.max_epochs
-        return {"optimizer": optimizer, "lr_scheduler": build_lr_scheduler(optimizer, self.optim_settings, total)}
+    def optimizer_named_parameters(self):
+        # The "bn" weight-decay grouping follows the official names, as the released files were trained.
+        return official_named_parameters(self.model)
 
     # --------------------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
