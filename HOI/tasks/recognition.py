@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from egot2.checkpoint import (extract_state_dict, load_file, load_state_dict_exact, model_checkpoint_callback_state,
                               save_lightning_checkpoint)
-from egot2.engine import OptimSettings, TaskModule, build_lr_scheduler, build_optimizer
+from egot2.engine import OptimSettings, TaskModule
 from HOI.metrics import topk_accuracy
 from HOI.models.slowfast import (MultiTaskSlowFast, SlowFast, load_recognition_trunk, slowfast_key_to_native,
                                  slowfast_key_to_official)
@@ -141,17 +141,11 @@ class OfficialLayoutTask(TaskModule):
             return {key: value for key, value in container.items() if key != "state_dict"}
         return {}
 
-    def configure_optimizers(self) -> Any:
-        # The original grouping rule ("bn" in the name → BN weight decay) must see the official names: the native
+    def optimizer_named_parameters(self):
+        # The original grouping rule ("bn" in the name → BN.WEIGHT_DECAY) must see the official names: the native
         # pytorchvideo names call BatchNorm layers "norm".
-        named = ((_MODEL_PREFIX + type(self).key_to_official(name[len(_MODEL_PREFIX):]), parameter)
-                 for name, parameter in self.named_parameters())
-        optimizer = build_optimizer(named, self.optim_settings)
-        if self.optim_settings.lr_policy == "constant":
-            return optimizer
-        total = (self.trainer.estimated_stepping_batches if self.optim_settings.interval == "step"
-                 else self.trainer.max_epochs)
-        return {"optimizer": optimizer, "lr_scheduler": build_lr_scheduler(optimizer, self.optim_settings, total)}
+        return ((_MODEL_PREFIX + type(self).key_to_official(name[len(_MODEL_PREFIX):]), parameter)
+                for name, parameter in self.named_parameters())
 
     def export_official(self, path: Union[str, Path], *, epoch: int = 0, global_step: int = 0,
                         hyper_parameters: Optional[dict] = None, monitor: str = "", mode: str = "min",
