@@ -21,6 +21,9 @@ checkpoint file bytes, or its state dict) and the feature settings (face size, d
 fingerprint differs from the requested one is deleted and rebuilt. Shards and the index are written atomically
 (temporary file + rename) and the index is rewritten after every shard, so a killed build resumes where it stopped;
 ``complete`` turns true once every sample id of the split is stored.
+
+Multi-process runs: one process builds (the first one), the others wait for ``complete`` with
+:func:`wait_for_caches` and then only read; the cache folder must be shared by all of them.
 """
 from __future__ import annotations
 
@@ -47,6 +50,8 @@ __all__ = [
     "hash_state_dict",
     "backbone_fingerprint",
     "cache_fingerprint",
+    "cache_is_complete",
+    "wait_for_caches",
     "fill_caches",
     "CachedTokensDataset",
 ]
@@ -286,6 +291,39 @@ class FeatureCache:
     def __repr__(self) -> str:
         return (f"FeatureCache({str(self.folder)!r}, samples={len(self)}, complete={self.complete}, "
                 f"fingerprint={self.fingerprint[:12]})")
+
+
+def cache_is_complete(root: PathLike, split: str, source: str, fingerprint: str) -> bool:
+    """Whether ``<root>/<split>/<source>`` holds a complete cache for ``fingerprint`` (reads only its index)."""
+    index_path = Path(root) / split / source / INDEX_NAME
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return (isinstance(index, dict) and index.get("format") == CACHE_FORMAT and index.get("fingerprint") == fingerprint
+            and bool(index.get("complete")))
+
+
+def wait_for_caches(root: PathLike, split: str, fingerprints: Mapping[str, str], timeout_s: float = 4 * 3600,
+                    poll_s: float = 5.0) -> None:
+    """Block until another process (the first of a multi-process run) has completed these caches.
+
+    Args:
+        root, split: cache location.
+        fingerprints: ``{source: fingerprint}`` expected.
+        timeout_s: give up after this long.
+        poll_s: seconds between checks.
+
+    Raises:
+        TimeoutError: the caches did not appear (e.g. the folder is not shared between the machines).
+    """
+    deadline = time.monotonic() + timeout_s
+    while not all(cache_is_complete(root, split, source, fingerprint) for source, fingerprint in fingerprints.items()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"feature caches {sorted(fingerprints)} of split '{split}' under {root} were not "
+                               f"completed within {timeout_s:.0f} s by the first process; the cache folder must be "
+                               "shared by all processes (or built beforehand with a single process)")
+        time.sleep(poll_s)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ Backbones: ``--lam_checkpoint`` / ``--ttm_checkpoint``, else randomly initialise
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import json
 import math
 import os
 import shutil
@@ -45,9 +44,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "size": "small",
         "face_size": 32,
         "lam": ["--epochs", "1", "--batch_size", "16", "--lr", "1e-3", "--train_stride", "39", "--val_stride", "39"],
-        "ttm": ["--epochs", "1", "--lr", "1e-3", "--limit_train_batches", "8"],
+        "ttm": ["--epochs", "1", "--lr", "1e-3"],
         "asd": ["--epochs", "1", "--max_frames", "12", "--batch_size", "96", "--nodecay"],
-        "translator": ["--epochs", "4", "--lr", "5e-4"],
+        "translator": ["--epochs", "5", "--lr", "5e-4"],
         "asd_max_frames": 12,
     },
     "smoke": {
@@ -61,8 +60,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "asd_max_frames": 6,
     },
 }
-#: Trailing config overrides of every demo run: keep one best checkpoint (stage-II files hold the frozen backbones).
-RUN_OPTS = ["CHECKPOINT.SAVE_TOP_K", "1"]
+#: Trailing config overrides of every demo run: keep only the best checkpoint (a stage-II file holds the frozen
+#: backbones too, ~200 MB), no last.ckpt.
+RUN_OPTS = ["CHECKPOINT.SAVE_TOP_K", "1", "CHECKPOINT.SAVE_LAST", "False"]
 
 README_TRANSLATOR_FLAGS = ["--num_layers", "1", "--hidden_dim", "128", "--dropout", "0.5"]
 
@@ -101,27 +101,27 @@ def run_script(name: str, argv: list[str], out: Path) -> None:
         raise RuntimeError(f"scripts/{name}.py exited with status {status}")
 
 
-def best_score(run_dir: Path) -> float:
-    """The best monitored validation score of a run (its ModelCheckpoint state in ``checkpoints/last.ckpt``)."""
-    from egot2.checkpoint import load_file
+def best_score(run_dir: Path, metric: str) -> float:
+    """The best value of a logged validation metric over a run's epochs (its CSV log)."""
+    import csv
 
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if not last.is_file():
-        raise FileNotFoundError(f"{last}: the run saved no checkpoint")
-    for state in (load_file(last).get("callbacks") or {}).values():
-        if isinstance(state, dict) and state.get("best_model_score") is not None:
-            return float(state["best_model_score"])
-    raise ValueError(f"{last}: no best validation score recorded")
+    logs = sorted((run_dir / "csv").glob("version_*/metrics.csv"), key=lambda path: int(path.parent.name[8:]))
+    if not logs:
+        raise FileNotFoundError(f"{run_dir / 'csv'}: the run wrote no metrics")
+    with open(logs[-1], newline="") as handle:
+        values = [float(row[metric]) for row in csv.DictReader(handle) if row.get(metric) not in (None, "")]
+    values = [value for value in values if math.isfinite(value)]
+    if not values:
+        raise ValueError(f"{logs[-1]}: no finite {metric}")
+    return max(values)
 
 
 def best_checkpoint(run_dir: Path) -> Path:
-    """The best checkpoint of a run (ModelCheckpoint's ``best_model_path``)."""
-    from egot2.checkpoint import load_file
-
-    for state in (load_file(run_dir / "checkpoints" / "last.ckpt").get("callbacks") or {}).values():
-        if isinstance(state, dict) and state.get("best_model_path"):
-            return Path(state["best_model_path"])
-    raise ValueError(f"{run_dir}: no best checkpoint recorded")
+    """The run's best checkpoint (the only ``epoch=*.ckpt`` left with ``CHECKPOINT.SAVE_TOP_K 1``)."""
+    found = sorted((run_dir / "checkpoints").glob("epoch=*.ckpt"))
+    if len(found) != 1:
+        raise FileNotFoundError(f"{run_dir / 'checkpoints'}: expected one best checkpoint, found {len(found)}")
+    return found[0]
 
 
 def _stage_one_score(path: Path) -> Optional[float]:
@@ -235,11 +235,11 @@ def run_demo(out: str | os.PathLike = "demo", seed: int = 0, workers: int = 2, p
 
     results = {
         "ttm": {"task_specific": _stage_one_score(models_dir / "ts_ttm.pth"),
-                "egot2s_2task": best_score(logs / "2tasktranslation"),
-                "egot2s_3task": best_score(logs / "3tasktranslation")},
+                "egot2s_2task": best_score(logs / "2tasktranslation", "val_mAP"),
+                "egot2s_3task": best_score(logs / "3tasktranslation", "val_mAP")},
         "stage_one": {"lam_val_mAP": _stage_one_score(models_dir / "ts_lam.pth"),
                       "ttm_val_mAP": _stage_one_score(models_dir / "ts_ttm.pth"),
-                      "asd_val_acc": best_score(out / "logs" / "asd" / "ts_model")},
+                      "asd_val_acc": best_score(out / "logs" / "asd" / "ts_model", "val_acc")},
         "timings_s": timings,
         "files": {"results": "results.json", "submission": "submit_ttm.json", "attention": "attention.png",
                   "attention_2task": "attention_2task.png", "logs": "logs/", "pretrained_models": "pretrained_models/",

@@ -122,8 +122,6 @@ class PairedTTMDataset(TTMDataset):
                         self.warnings.warn("empty face crop (black frame)", f"{path} box {tuple(box)}")
             frames.append(blank if face is None else face)
         faces = self._talknet_faces(records, greys, end - start + 1, clip_uid)
-        if self.asd_max_frames:
-            faces = faces[:self.asd_max_frames]
         samples, _ = read_wav_window(self.paths.wave_dir / f"{clip_uid}.wav", start, end)
         if samples.size == 0:
             self.warnings.warn("empty audio window", f"{clip_uid} frames {start}..{end}")
@@ -143,12 +141,15 @@ class PairedTTMDataset(TTMDataset):
         }
 
     def _talknet_faces(self, records: list, greys: dict, num_frames: int, clip_uid: str) -> np.ndarray:
+        """(D, 112, 112) uint8 TalkNet faces of the chunk (black where the image is unusable), D cut to
+        ``asd_max_frames``; the smoothing always sees the whole chunk's boxes."""
+        limit = self.asd_max_frames or None
         if not records:
-            return np.zeros((num_frames, FACE_SIZE, FACE_SIZE), dtype=np.uint8)
+            return np.zeros((min(num_frames, limit or num_frames), FACE_SIZE, FACE_SIZE), dtype=np.uint8)
         geometry = smooth_track(records, frame_key="frame")
         faces = []
-        for frame, centre_x, centre_y, half_size in zip(geometry.frames, geometry.centre_x, geometry.centre_y,
-                                                        geometry.half_size):
+        for frame, centre_x, centre_y, half_size in list(zip(geometry.frames, geometry.centre_x, geometry.centre_y,
+                                                             geometry.half_size))[:limit]:
             grey = greys.get(int(frame))
             face = None if grey is None else crop_talknet_face(grey, centre_x, centre_y, half_size)
             if grey is not None and face is None:

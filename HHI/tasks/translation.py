@@ -27,7 +27,6 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from egot2.engine import OptimSettings, TaskModule
@@ -331,7 +330,8 @@ def ttm_feature_caches(cfg: Any, model: HHITranslationModel, split: str, dataset
     Returns:
         ``{source: egot2.features.FeatureCache}`` (complete) and the build statistics.
     """
-    from egot2.features import FeatureCache, backbone_fingerprint, cache_fingerprint, fill_caches  # noqa: PLC0415
+    from egot2.features import (FeatureCache, backbone_fingerprint, cache_fingerprint, fill_caches,  # noqa: PLC0415
+                                wait_for_caches)
 
     if not model.cacheable:
         raise ValueError("--cache_features needs frozen backbones in eval mode: the tokens of a trainable "
@@ -340,13 +340,17 @@ def ttm_feature_caches(cfg: Any, model: HHITranslationModel, split: str, dataset
     settings = {"task": "ttm", "split_file": str(_split_file(cfg, paths, split)), "image_dir": str(paths.image_dir),
                 "wave_dir": str(paths.wave_dir), "json_dir": str(paths.json_dir), "face_size": int(cfg.HHI.FACE_SIZE),
                 "chunk_frames": int(cfg.TTM.CHUNK_FRAMES)}
-    caches = {}
+    own_settings, fingerprints = {}, {}
     for source in model.sources:
         # The ASD tokens also depend on how many ASD frames a chunk keeps; LAM/TTM tokens do not.
-        own = {**settings, "source": source, **({"asd_max_frames": int(cfg.HHI.ASD_MAX_FRAMES)}
-                                                 if source == "asd" else {})}
-        fingerprint = cache_fingerprint(backbone_fingerprint(model.backbone(source)), own)
-        caches[source] = FeatureCache(cfg.HHI.CACHE_FEATURES, split, source, fingerprint, settings=own)
+        own_settings[source] = {**settings, "source": source,
+                                **({"asd_max_frames": int(cfg.HHI.ASD_MAX_FRAMES)} if source == "asd" else {})}
+        fingerprints[source] = cache_fingerprint(backbone_fingerprint(model.backbone(source)), own_settings[source])
+    # Under torchrun every process starts at once: the first builds, the others wait and then only read.
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0:
+        wait_for_caches(cfg.HHI.CACHE_FEATURES, split, fingerprints)
+    caches = {source: FeatureCache(cfg.HHI.CACHE_FEATURES, split, source, fingerprints[source],
+                                   settings=own_settings[source]) for source in model.sources}
     _, ids = _chunk_items(dataset)
     stats = fill_caches(caches, dataset, ids, _ttm_token_extractor(model), samples_per_call=4,
                         num_workers=int(cfg.DATA_LOADER.NUM_WORKERS), progress=progress,

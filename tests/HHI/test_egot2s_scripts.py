@@ -125,7 +125,6 @@ def test_paired_test_release_and_asd_samples(data_dir):
 
 
 # ------------------------------------------------------------------------------------------------ every model name
-@pytest.mark.slow
 @pytest.mark.parametrize("task,name", [("ttm", n) for n in TTM_TRANSLATORS] + [("asd", n) for n in ASD_TRANSLATORS])
 def test_every_model_name_trains_a_step_on_the_twin(task, name, data_dir, stage1, tmp_path):
     extra = ["--asd_max_frames", "6"] if task == "ttm" else ["--max_frames", "6"]
@@ -167,13 +166,11 @@ def test_cached_and_uncached_training_give_the_same_metrics_and_checkpoints_roun
     cached, cached_trainer = _fit(_cfg("ttm", argv, tmp_path / "cached", **{"HHI.CACHE_FEATURES": str(cache_dir)}))
     index = json.loads((cache_dir / "val" / "lam" / "index.json").read_text())
     assert index["complete"] and index["num_samples"] == len(cached.gathered["val"]["uid"])
-    for split in ("val",):
-        for field in ("uid", "label"):
-            assert plain.gathered[split][field] == cached.gathered[split][field] or torch.equal(
-                plain.gathered[split][field], cached.gathered[split][field])
-        assert torch.allclose(plain.gathered[split]["logits"], cached.gathered[split]["logits"], atol=1e-5)
-    assert plain.split_metrics["val"]["mAP"] == pytest.approx(cached.split_metrics["val"]["mAP"], abs=1e-9)
-    assert plain.split_metrics["val"]["acc"] == pytest.approx(cached.split_metrics["val"]["acc"], abs=1e-9)
+    assert plain.gathered["val"]["uid"] == cached.gathered["val"]["uid"]
+    assert torch.equal(plain.gathered["val"]["label"], cached.gathered["val"]["label"])
+    # Same initial weights, same batches, same dropout masks, same tokens: the same training, bit for bit.
+    assert torch.equal(plain.gathered["val"]["logits"], cached.gathered["val"]["logits"])
+    assert plain.split_metrics["val"] == cached.split_metrics["val"]
     # The attention record and figure of the last validation.
     attention = tmp_path / "cached" / "attention"
     assert (attention / "attention.png").stat().st_size > 0
@@ -197,14 +194,17 @@ def test_cached_and_uncached_training_give_the_same_metrics_and_checkpoints_roun
 
 
 # ------------------------------------------------------------------------------------------------ README commands
-def _official_checkpoint(path, manifest, epoch, step):
-    """A Lightning-1.6 checkpoint with the official EgoT2 keys (random weights, sane BatchNorm variances)."""
-    state = random_state_dict(manifest, seed=epoch)
-    for key in state:
-        if key.endswith("running_var"):
-            state[key] = state[key].abs() + 0.5
-        if key.endswith("criterion.weight"):
-            state[key] = torch.tensor([0.266, 0.734])
+def _official_checkpoint(path, epoch, step):
+    """A Lightning-1.6 EgoT2-s 3-task TTM checkpoint written independently of our training code: freshly
+    initialised weights under exactly the released file's keys (checked against the manifest)."""
+    from HHI.models.translation import TaskFusionMFTransformer3Task, build_backbone
+
+    torch.manual_seed(epoch)
+    model = TaskFusionMFTransformer3Task(hidden_dim=128, dropout=0.5, lam_model=build_backbone("lam"),
+                                         ttm_model=build_backbone("ttm"), asd_model=build_backbone("asd"))
+    state = {f"model.{key}": value for key, value in model.state_dict().items()}
+    state["criterion.weight"] = torch.tensor([0.266, 0.734])
+    assert list(state) == list(random_state_dict("egot2s_ttm_3task"))
     save_lightning_checkpoint(path, state, epoch=epoch, global_step=step)
 
 
@@ -250,16 +250,16 @@ def test_readme_translation_commands_run_end_to_end(data_dir, repo_stage1, tmp_p
     zoo.mkdir(parents=True)
     ours = next((tmp_path / "logs" / "ttm" / "2tasktranslation" / "checkpoints").glob("epoch=*.ckpt"))
     shutil.copyfile(ours, zoo / "egot2s_2task_128_l1_dp0.5_epoch=23-step=1824.ckpt")
-    _official_checkpoint(zoo / "egot2s_3task_128_l1_dp0.5_epoch=6-step=532.ckpt", "egot2s_ttm_3task", 6, 532)
+    _official_checkpoint(zoo / "egot2s_3task_128_l1_dp0.5_epoch=6-step=532.ckpt", 6, 532)
     two = ["--model", "TaskFusionMFTransformer2Task", "--num_layers", "1", "--hidden_dim", "128", "--dropout", "0.5",
            "--ckpt", "./egot2_checkpoints/ttm/egot2s_2task_128_l1_dp0.5_epoch=23-step=1824.ckpt"]
     three = ["--two_loader", "--model", "TaskFusionMFTransformer3Task", "--num_layers", "1", "--hidden_dim", "128",
              "--dropout", "0.5", "--ckpt", "./egot2_checkpoints/ttm/egot2s_3task_128_l1_dp0.5_epoch=6-step=532.ckpt"]
     small = ["--face_size", str(FACE), "--num_workers", "0"]
-    for flags in (two, three):
-        evaluated = _run([script, "--eval", *flags, *small, "--asd_max_frames", "8"], tmp_path, env)
+    for flags, limits in ((two, []), (three, ["--asd_max_frames", "8"])):
+        evaluated = _run([script, "--eval", *flags, *small, *limits], tmp_path, env)
         assert "val_mAP" in evaluated.stdout
         submission = tmp_path / "submit_ttm.json"
         submission.unlink(missing_ok=True)
-        _run([script, "--submit", *flags, *small, "--asd_max_frames", "8"], tmp_path, env)
+        _run([script, "--submit", *flags, *small, *limits], tmp_path, env)
         assert validate_file("ttm", submission) == []

@@ -164,3 +164,14 @@ def test_bad_input_is_refused_with_names(tmp_path):
     (tmp_path / "train" / "lam" / "shard_00000.pt").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="unreadable feature-cache shard"):
         FeatureCache(tmp_path, "train", "lam", "f").tokens()
+
+
+def test_other_processes_wait_for_the_first_ones_build(tmp_path):
+    from egot2.features import cache_is_complete, wait_for_caches
+
+    assert not cache_is_complete(tmp_path, "val", "lam", "a")
+    with pytest.raises(TimeoutError, match="shared by all processes"):
+        wait_for_caches(tmp_path, "val", {"lam": "a"}, timeout_s=0.05, poll_s=0.01)
+    fill_caches(_caches(tmp_path), _Clips([2] * 7), IDS, _Backbones().extract, progress=False)
+    assert cache_is_complete(tmp_path, "val", "lam", "a") and not cache_is_complete(tmp_path, "val", "lam", "b")
+    wait_for_caches(tmp_path, "val", {"lam": "a", "ttm": "b"}, timeout_s=1, poll_s=0.01)
