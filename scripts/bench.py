@@ -2,7 +2,7 @@
 """Benchmark of the feature cache: epoch time of 2-task EgoT2-s TTM training with and without cached tokens.
 
     python scripts/bench.py                                   # small twin in bench/, JSON to bench/bench.json
-    python scripts/bench.py --out bench.json --size small --face_size 64 --epochs 2
+    python scripts/bench.py --out bench.json --size small --face_size 64 --epochs 2 --threads 2
 
 Both runs train the same translator (README settings: 1 layer, width 128, dropout 0.5) on the same batches, one
 after the other in this process, and time only the training epochs (no validation). The first cache build is
@@ -174,12 +174,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lam_checkpoint", default=None, help="LAM stage-I file (default: random weights)")
     parser.add_argument("--ttm_checkpoint", default=None, help="TTM stage-I file (default: random weights)")
     parser.add_argument("--keep_cache", action="store_true", help="reuse an existing cache (build time ~0)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default: 1; on a machine shared with other jobs, several threads per "
+                             "process mostly wait for each other and blur the comparison)")
     parser.add_argument("--no_progress", dest="progress", action="store_false", help="hide progress bars")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    torch.set_num_threads(args.threads)
     result = run_bench(args)
     out = Path(args.out) if args.out else Path(args.work) / "bench.json"
     from egot2.jobs import write_json_atomic

@@ -167,6 +167,11 @@ def run_demo(out: str | os.PathLike = "demo", seed: int = 0, workers: int = 2, p
     out.mkdir(parents=True, exist_ok=True)
     raw_dir, data_dir = out / "raw", out / "data"
     models_dir, cache_dir = out / "pretrained_models", out / "features"
+    if (out / "logs").exists():
+        # The training stages start afresh (the twin, the prepared data and, if the backbones come out the same,
+        # the feature cache are reused).
+        print(f"removing the previous demo's training logs in {out / 'logs'}", flush=True)
+        shutil.rmtree(out / "logs")
     timings: dict[str, float] = {}
     started = time.perf_counter()
     face = ["--face_size", str(settings["face_size"])]
