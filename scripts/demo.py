@@ -1,13 +1,13 @@
 #!/usr/bin/env python
 """The EgoT2 demo: task translation for Talking-To-Me on the synthetic Ego4D twin, end to end on a CPU.
 
-    python scripts/demo.py                       # writes demo/ (about 10 minutes on 2 CPU cores)
+    python scripts/demo.py                       # writes demo/ (4-7 minutes on 2 CPU cores)
     python scripts/demo.py --out /tmp/egot2_demo --seed 1 --workers 2
 
 Stages (each announced with a banner; Lightning, prepare and cache builds show progress bars):
 
-1. synthesise the ``small`` twin of an Ego4D download (social tasks: LAM, TTM, ASD) and prepare it into the
-   training layouts (``<out>/data``);
+1. synthesise the ``small`` twin of an Ego4D download (social tasks: LAM, TTM, ASD; ``<out>/raw``) and prepare it
+   into the training layouts (``<out>/data``);
 2. stage I: train the task-specific LAM, TTM and ASD models with reduced CPU settings (small face crops, few
    epochs, short ASD tracks) and export them as ``<out>/pretrained_models/ts_{lam,ttm,asd}.pth``;
 3. build the feature cache of the frozen backbones (``<out>/features``);
@@ -19,7 +19,9 @@ Stages (each announced with a banner; Lightning, prepare and cache builds show p
 Every stage runs the project's own scripts (``scripts/run_{lam,ttm,asd}.py``) in this process, with the current
 directory set to ``<out>`` so that their ``logs/<task>/<output_dir>`` folders land there. The numbers are those of
 the synthetic twin -- they show the method working (the translator reads the LAM model's gaze features, which carry
-the "addressed to me" cue), not Ego4D results.
+the "addressed to me" cue), not Ego4D results. The stage-I models get a CPU budget of one epoch each, the
+translators five epochs on cached tokens. The same seed gives the same numbers; a re-run into the same folder
+retrains (the twin, the prepared data and, when the backbones come out identical, the feature cache are reused).
 """
 from __future__ import annotations
 

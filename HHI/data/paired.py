@@ -3,8 +3,8 @@
 TTM as the task of interest (``run_ttm.py --two_loader``; hhi spec §7.2): there is no second loader -- every TTM
 chunk additionally gets ASD inputs derived from the **same** chunk::
 
-    TTM chunk (clip, person, start..end) ── per frame with a box: one image read ─┬─ tight RGB crop ─► video (T, 3, S, S)
-                                                                                 └─ grey, TalkNet crop ─► faces (D, 112, 112)
+    TTM chunk (clip, person, start..end) ── frame with a box: one image read ─┬─ tight RGB crop ─► video (T, 3, S, S)
+                                                                             └─ grey TalkNet crop ─► faces (D, 112, 112)
     its waveform (RMS 0.1) ─► TalkNet MFCC, wrap-padded / cut to 4 D rows ─► mfcc (4D, 13)
 
 D = the frames where the person has a box (D <= T). The TalkNet crop uses the smoothing and geometry of

@@ -219,9 +219,8 @@ def test_nofreeze_trains_the_ttm_frame_encoder_only():
     before = {key: value.clone() for key, value in model.state_dict().items()}
     _train_step(model, "ttm", _ttm_inputs())
     after = model.state_dict()
-    assert not torch.equal(before["ttm_model.video_encoder.conv1.weight"], after["ttm_model.video_encoder.conv1.weight"])
-    assert not torch.equal(before["ttm_model.video_encoder.bn1.running_mean"],
-                           after["ttm_model.video_encoder.bn1.running_mean"])
+    for key in ("ttm_model.video_encoder.conv1.weight", "ttm_model.video_encoder.bn1.running_mean"):
+        assert not torch.equal(before[key], after[key]), key
     assert torch.equal(before["lam_model.base_model.bn1.running_mean"], after["lam_model.base_model.bn1.running_mean"])
 
 
