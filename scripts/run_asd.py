@@ -13,7 +13,8 @@ accuracy as EgoT2 logs it) and val_mAP.
 
 Behaviour that differs from EgoT2's run_asd.py by default, with the flag that restores it: the learning rate decays
 x0.95 per epoch as in the Ego4D TalkNet trainer (--lr_decay_per_step: every step, as EgoT2); mixed training audio
-stays float (--legacy_int16_mix: the original int16 cast). --max_frames cuts long track chunks for CPU runs.
+stays float (--legacy_int16_mix: the original int16 cast). --max_frames cuts long track chunks for CPU runs
+(evaluation keeps their first frames, training draws a window of that length anywhere in the chunk).
 
 EgoT2-s with ASD as the task of interest takes the translator names as --model (TaskFusionMFTransformer3Task,
 FinetuneASD, LAM2ASD, TTM2ASD); they imply the paired data -- every ASD frame with the RGB face crop the frozen LAM
@@ -67,7 +68,7 @@ def parse_args(argv=None):
         help="TalkNet AVA checkpoint for --init_from_ava (default: pretrained_models/pretrain_AVA.model)")
     add("--finetune", action="store_true",
         help="load the network from --asd_checkpoint, freeze it and train only the heads")
-    add("--max_frames", type=int, default=None, help="cut track chunks to their first N frames (default: whole)")
+    add("--max_frames", type=int, default=None, help="cut track chunks to N frames: the first N in evaluation, a random window in training (default: whole)")
     add("--legacy_int16_mix", action="store_true",
         help="cast the audio-mix augmentation to int16 as the original (silences most mixed tracks)")
     add("--resume", nargs="?", const="last", default=None, metavar="CKPT",

@@ -30,8 +30,9 @@ and empty crops are skipped with a counted warning (the original crashed); a chu
 out of the dataset with a counted warning; an empty wav window gives zeros with a counted warning (as the
 original, which did it silently); the audio-mix augmentation mixes in float (``legacy_int16_mix=True`` restores the
 original cast to int16, which silences most mixed tracks, spec §10.1.7); ``max_frames`` can cut long tracks for CPU
-runs. Random augmentation draws from a numpy generator seeded from torch's RNG at every load, so runs seeded with
-Lightning's ``seed_everything(workers=True)`` repeat exactly.
+runs (evaluation keeps a line's first ``max_frames`` frames, training a window of that length at a random offset,
+so that every part of a line is seen). Random augmentation draws from a numpy generator seeded from torch's RNG at
+every load, so runs seeded with Lightning's ``seed_everything(workers=True)`` repeat exactly.
 """
 from __future__ import annotations
 
@@ -451,7 +452,8 @@ class ActiveSpeakerDataset(Dataset):
     - ``mfcc``: (4m, 13) float32 MFCC rows aligned with the faces;
     - ``labels``: (m,) int64, 1 = speaking;
     - ``track_id``: str, the chunk id "clip:track:k";
-    - ``start_frame``: int, annotation frame number of the chunk's first frame;
+    - ``start_frame``: int, annotation frame number of the sample's first frame (the chunk's first frame, or the
+      first frame of the training window);
     - ``index``: int, the line's index in the dataset;
 
     where m = min(number of readable faces, n, ``max_frames``). ``dataset.__getitems__(indices)`` loads the lines
@@ -463,7 +465,8 @@ class ActiveSpeakerDataset(Dataset):
         root: the ASD folder (``<data root>/asd``).
         split: "train" or "val" (``ego4d/csv/active_speaker_<split>.csv``).
         train: training split: enable the augmentations switched on below.
-        max_frames: cut every line to its first ``max_frames`` frames (None = whole lines); for CPU runs.
+        max_frames: cut every line to ``max_frames`` frames (None = whole lines); for CPU runs. Evaluation keeps
+            the first frames, training a window at a random offset.
         legacy_int16_mix: reproduce the original's int16 cast of mixed audio (see :func:`mix_audio`).
         audio_mix: mix another line's audio in training (with probability 0.5 per line).
         visual_aug: one of none / flip / crop / rotate per track in training.
@@ -567,14 +570,17 @@ class ActiveSpeakerDataset(Dataset):
             samples = np.zeros(max(expected[1] - expected[0], 1))
         return rms_normalise(samples)
 
-    def _faces(self, index: int, limit: int) -> np.ndarray:
-        """Up to ``limit`` (v, 112, 112) uint8 faces of the line, in track order; unreadable frames skipped."""
+    def _faces(self, index: int, limit: int, first_frame: int) -> np.ndarray:
+        """Up to ``limit`` (v, 112, 112) uint8 faces of the line from annotation frame ``first_frame`` on, in track
+        order; unreadable frames skipped."""
         line, geometry = self.lines[index], self.geometry[index]
         faces = []
         for frame, centre_x, centre_y, half_size in zip(geometry.frames, geometry.centre_x, geometry.centre_y,
                                                         geometry.half_size):
             if len(faces) == limit:
                 break
+            if frame < first_frame:
+                continue
             path = frame_image_path(self.image_dir, line.clip_uid, int(frame))
             if not path.is_file():
                 self.warnings.warn("missing frame image (frame skipped)", str(path))
@@ -603,17 +609,19 @@ class ActiveSpeakerDataset(Dataset):
     def _sample(self, index: int, audio: np.ndarray, rng: Optional[np.random.Generator]) -> dict[str, Any]:
         line = self.lines[index]
         limit = self.num_frames[index]
-        faces = self._faces(index, limit)
+        # Training windows of a cut line start anywhere in it; evaluation keeps its first frames.
+        offset = int(rng.integers(line.num_frames - limit + 1)) if rng is not None and limit < line.num_frames else 0
+        faces = self._faces(index, limit, line.start_frame + offset)
         if rng is not None and self.visual_aug:
             faces = augment_faces(faces, **self._augmentation(rng))
-        features = fit_mfcc_rows(talknet_mfcc(audio, line.fps), MFCC_PER_FRAME * limit)
+        features = fit_mfcc_rows(talknet_mfcc(audio, line.fps)[MFCC_PER_FRAME * offset:], MFCC_PER_FRAME * limit)
         length = min(len(faces), limit)
         return {
             "faces": torch.from_numpy(faces[:length].astype(np.float32)),
             "mfcc": torch.from_numpy(features[: MFCC_PER_FRAME * length].astype(np.float32)),
-            "labels": torch.tensor(line.labels[:length], dtype=torch.int64),
+            "labels": torch.tensor(line.labels[offset:offset + length], dtype=torch.int64),
             "track_id": line.chunk_id,
-            "start_frame": line.start_frame,
+            "start_frame": line.start_frame + offset,
             "index": index,
         }
 

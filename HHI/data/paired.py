@@ -253,7 +253,7 @@ class PairedASDDataset(ActiveSpeakerDataset):
                                                       float(r["y"]) + float(r["height"])) for r in cleaned})
         return geometry
 
-    def _faces(self, index: int, limit: int) -> np.ndarray:
+    def _faces(self, index: int, limit: int, first_frame: int) -> np.ndarray:
         """TalkNet faces and, in ``self._last_rgb``, the RGB crops of the same frames (empty RGB crops dropped)."""
         line, geometry = self.lines[index], self.geometry[index]
         boxes = self._raw_boxes[index]
@@ -262,6 +262,8 @@ class PairedASDDataset(ActiveSpeakerDataset):
                                                         geometry.half_size):
             if len(faces) == limit:
                 break
+            if frame < first_frame:
+                continue
             path = frame_image_path(self.image_dir, line.clip_uid, int(frame))
             image = _read_rgb(path, self.warnings, "frame skipped")
             if image is None:

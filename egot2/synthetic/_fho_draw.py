@@ -2,7 +2,7 @@
 
 What a viewer (or a model) can learn from the pixels, by design:
 
-* the **noun** is the object's *shape* (its colour is drawn at random for every object instance);
+* the **noun** is the object's *shape* (its hue is the noun's own for most objects, random for the rest);
 * the **verb** is the *motion* of the object and of the hand during the action (:data:`MOTIONS`);
 * a **state change** darkens the object (and cracks or flattens it) at one frame, the PNR frame, and the object
   keeps its changed look until it leaves the scene.

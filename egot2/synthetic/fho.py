@@ -11,11 +11,12 @@ Output, as the Ego4D CLI lays out a download (``out_dir`` = the CLI's output fol
 
 The world (see :mod:`egot2.synthetic._fho_draw` for the pixels): each full-scale video is a sequence of actions
 of the camera wearer. An action is a **verb** (a motion of the object and the hand) applied to a **noun** (an
-object whose *shape* is the class; colour is random per object). Three verbs (``cut``, ``paint``, ``squash``)
-change the object's state at one frame, the PNR frame. The order of actions follows a Markov grammar: every noun
-has a script of verbs, and when a script ends the next noun is usually the noun's fixed successor. So
+object whose *shape* is the class; each noun has its own hue, which 15 % of objects do not follow). Three verbs
+(``cut``, ``paint``, ``squash``) change the object's state at one frame, the PNR frame. The order of actions follows
+a Markov grammar: every noun has a script of verbs, and when a script ends the next noun is usually the noun's fixed
+successor. So
 
-* AR: verb = motion pattern, noun = shape;
+* AR: verb = motion pattern, noun = shape (and, mostly, hue);
 * OSCC: a window is positive exactly when a state change happens inside it (windows around state-changing
   actions contain one change, windows around other actions contain none);
 * PNR: the change happens at a fixed phase of the tool motion (the bottom of a chopping stroke, ...);
@@ -139,20 +140,21 @@ SUCCESSOR: dict[str, str] = {
 
 FHO_RULES = (
     "noun = shape of the object in view (disc, block, wedge, bar, ring, cross, star, crescent, diamond, hexagon, "
-    "arrow, corner); its colour is random per object",
+    "arrow, corner); each noun has its own hue (saturation and brightness vary), 15% of objects take a random hue",
     "verb = motion of object and hand: lift/lower move it up/down, slide_left/right sideways, rotate turns it, "
     "shake jiggles it, bring enlarges it, push_away shrinks it; cut (chopping strokes), paint (hand sweeps) and "
     "squash (press, flattens) change its state",
     "state change = the object darkens (and cracks after cut, stays flat after squash) at the PNR frame and keeps "
     "that look until it leaves; OSCC positive iff a change happens inside the 8-s window",
     "PNR = bottom of a chopping stroke (cut), mid-sweep (paint), end of the press (squash)",
-    "LTA grammar: every noun has a verb script; after the script the next noun is its fixed successor 70% of the time",
+    "LTA grammar: every noun has a verb script; after the script the next noun is its fixed successor 95% of the time",
     "label noise: 6% of verb and noun labels replaced, 5% of train/val OSCC labels flipped, PNR frames jittered "
     "(std 3 frames)",
 )
 
 # Grammar and noise rates.
-P_SUCCESSOR = 0.7        # next noun = the fixed successor (else any other noun)
+P_SUCCESSOR = 0.95       # next noun = the fixed successor (else any other noun)
+P_OFF_HUE = 0.15         # an object takes a random hue instead of its noun's
 P_REPEAT = 0.07          # a plain verb is done twice in a row
 P_SKIP = 0.05            # a script step is skipped
 P_VERB_NOISE = 0.06      # annotated verb replaced by another active verb
@@ -403,7 +405,10 @@ def _draw_plan(rng: np.random.Generator, seed: int, index: int, size: FhoSize) -
     num_after = int(rng.integers(size.outside_actions[0], size.outside_actions[1] + 1))
     grammar = _sample_grammar(rng, num_before + num_clip + num_after)
 
-    hue_choices = np.linspace(0.17, 0.92, 10)  # away from skin/orange hues, so the hand never looks like an object
+    # Hues away from skin/orange, so the hand never looks like an object; one per noun, as real objects have
+    # typical colours, but not always (P_OFF_HUE), so that the shape stays the defining cue.
+    hue_choices = np.linspace(0.17, 0.92, len(SCRIPTS))
+    noun_hues = dict(zip(sorted(SCRIPTS), hue_choices))
     instances: list[ObjectInstance] = []
     actions: list[Action] = []
     cursor = int(rng.integers(15, 31))
@@ -411,11 +416,11 @@ def _draw_plan(rng: np.random.Generator, seed: int, index: int, size: FhoSize) -
     end_pose: Optional[draw.Pose] = None   # where the previous action left its object
     for verb, noun, new_object in grammar:
         if new_object:
+            hue = hue_choices[rng.integers(len(hue_choices))] if rng.random() < P_OFF_HUE else noun_hues[noun]
             instances.append(ObjectInstance(
                 noun=noun, radius=0.15 * height * float(rng.uniform(0.85, 1.15)),
                 angle=float(rng.uniform(0, 2 * math.pi)),
-                colour=draw.hsv_to_rgb255(float(hue_choices[rng.integers(len(hue_choices))]),
-                                          float(rng.uniform(0.8, 0.95)), float(rng.uniform(0.82, 0.95)))))
+                colour=draw.hsv_to_rgb255(float(hue), float(rng.uniform(0.8, 0.95)), float(rng.uniform(0.82, 0.95)))))
             angle, squash = instances[-1].angle, 1.0
         instance = instances[-1]
         x0, x1, y0, y1 = draw.MOTIONS[verb]

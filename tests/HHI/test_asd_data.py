@@ -327,6 +327,24 @@ def test_max_frames_cuts_lines(layout):
         ActiveSpeakerDataset(layout, "train", max_frames=0)
 
 
+def test_max_frames_training_windows_start_anywhere_in_the_line(layout):
+    cut = ActiveSpeakerDataset(layout, "train", train=True, max_frames=4, visual_aug=False, audio_mix=False)
+    full = ActiveSpeakerDataset(layout, "train")[0]
+    computed = len(talknet_mfcc(cut._audio(cut.lines[0])))  # rows past these are wrap padding
+    offsets = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        sample = cut[0]
+        offset = sample["start_frame"] - full["start_frame"]
+        assert 0 <= offset <= 12 - 4
+        assert torch.equal(sample["faces"], full["faces"][offset:offset + 4])
+        rows = min(16, computed - 4 * offset)
+        assert torch.equal(sample["mfcc"][:rows], full["mfcc"][4 * offset:4 * offset + rows])
+        assert torch.equal(sample["labels"], full["labels"][offset:offset + 4])
+        offsets.add(offset)
+    assert len(offsets) > 3
+
+
 def test_training_augmentation_is_seeded_and_validation_is_not_augmented(layout):
     dataset = ActiveSpeakerDataset(layout, "train", train=True)
     torch.manual_seed(3)
@@ -513,7 +531,8 @@ def test_twin_samples(twin):
         assert len(dataset) == len(lines) > 0 and not dataset.warnings
         sample = dataset[0]
         assert sample["faces"].shape == (6, 112, 112) and sample["mfcc"].shape == (24, 13)
-        assert sample["labels"].tolist() == list(dataset.lines[0].labels[:6])
+        offset = sample["start_frame"] - dataset.lines[0].start_frame
+        assert sample["labels"].tolist() == list(dataset.lines[0].labels[offset:offset + 6])
         assert 0 <= float(sample["faces"].min()) and float(sample["faces"].max()) <= 255
     full = ActiveSpeakerDataset(root, "val")
     speaking = [label for line in full.lines for label in line.labels]
