@@ -515,7 +515,15 @@ def build_trainer(
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     checkpoint = ModelCheckpoint(dirpath=output_dir / CHECKPOINT_DIRNAME, filename="epoch={epoch}-step={step}",
                                  auto_insert_metric_name=False, monitor=monitor or None, mode=mode,
-                                 save_top_k=save_top_k if monitor else min(save_top_k, 1), save_last=save_last)
+                                 save_top_k=save_top_k if monitor else min(save_top_k, 1),
+                                 save_last=save_last and not monitor)
+    checkpoints = [checkpoint]
+    if save_last and monitor:
+        # Lightning refreshes its own ``save_last`` copy only in a step that also saved a ranked checkpoint, so after
+        # an epoch that does not improve the monitor it would be stale; an unmonitored callback of its own writes
+        # last.ckpt after every epoch (what --resume continues from).
+        checkpoints.append(ModelCheckpoint(dirpath=output_dir / CHECKPOINT_DIRNAME, filename="last", save_top_k=1,
+                                           enable_version_counter=False))
     loggers: list[Any] = [CSVLogger(save_dir=output_dir, name="csv")]
     try:
         from pytorch_lightning.loggers import TensorBoardLogger
@@ -529,7 +537,7 @@ def build_trainer(
     return pl.Trainer(
         default_root_dir=output_dir, max_epochs=max_epochs, accelerator=accelerator, devices=devices,
         num_nodes=num_nodes, strategy=strategy, precision=precision, fast_dev_run=fast_dev_run,
-        deterministic=deterministic, logger=loggers, callbacks=[checkpoint, *extra_callbacks],
+        deterministic=deterministic, logger=loggers, callbacks=[*checkpoints, *extra_callbacks],
         log_every_n_steps=log_every_n_steps, accumulate_grad_batches=accumulate_grad_batches,
         check_val_every_n_epoch=check_val_every_n_epoch, num_sanity_val_steps=num_sanity_val_steps,
         enable_progress_bar=enable_progress_bar, use_distributed_sampler=use_distributed_sampler,

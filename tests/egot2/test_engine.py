@@ -217,10 +217,11 @@ def test_build_trainer_wires_devices_loggers_and_checkpoints(tmp_path):
                             cpu_processes=2, enable_progress_bar=False)
     assert type(trainer.strategy).__name__ == "DDPStrategy" and trainer.num_devices == 2
     assert trainer.strategy.root_device.type == "cpu"
-    checkpoint = trainer.checkpoint_callback
-    assert (checkpoint.monitor, checkpoint.mode, checkpoint.save_top_k, checkpoint.save_last) == ("val_mAP", "max", 2,
-                                                                                                  True)
-    assert Path(checkpoint.dirpath) == tmp_path / "checkpoints"
+    checkpoint, last = trainer.checkpoint_callbacks
+    assert trainer.checkpoint_callback is checkpoint
+    assert (checkpoint.monitor, checkpoint.mode, checkpoint.save_top_k) == ("val_mAP", "max", 2)
+    assert (last.monitor, last.filename, last.save_top_k) == (None, "last", 1)
+    assert Path(checkpoint.dirpath) == Path(last.dirpath) == tmp_path / "checkpoints"
     assert sorted(type(logger).__name__ for logger in trainer.loggers) == ["CSVLogger", "TensorBoardLogger"]
     single = build_trainer(output_dir=tmp_path, max_epochs=1, enable_progress_bar=False)
     assert type(single.strategy).__name__ == "SingleDeviceStrategy"
@@ -258,6 +259,18 @@ def test_resume_from_last_checkpoint_reaches_the_same_weights(tmp_path):
     assert trainer.current_epoch == 3
     for key, value in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_last_checkpoint_follows_every_epoch_whatever_the_monitor_does(tmp_path, mode):
+    # One of the two modes sees epochs that do not improve the monitor; last.ckpt must still be the final epoch.
+    trainer = build_trainer(output_dir=tmp_path, max_epochs=3, seed=3, enable_progress_bar=False,
+                            monitor="val_mean_score", mode=mode, save_top_k=1)
+    module = FrozenFeatureTask(OptimSettings(method="sgd", lr=0.1))
+    trainer.fit(module, train_dataloaders=_loader(FramesDataset()), val_dataloaders=_loader(FramesDataset(seed=1)))
+    last = find_resume_checkpoint(tmp_path)
+    assert torch.load(last, weights_only=True, map_location="cpu")["epoch"] == 2
+    assert sorted(path.name for path in last.parent.iterdir())[-1] == "last.ckpt"
 
 
 def test_build_trainer_from_cfg_reads_the_base_keys_and_writes_run_info(tmp_path):
