@@ -410,8 +410,11 @@ def run_social_task(cfg: Any, spec: SocialRun) -> int:
     Returns:
         Process exit status (0 = success).
     """
+    import pytorch_lightning as pl  # noqa: PLC0415
+
     from egot2.engine import build_trainer_from_cfg, resume_checkpoint_from_cfg  # noqa: PLC0415
 
+    pl.seed_everything(int(cfg.RNG_SEED), workers=True, verbose=False)  # the initial weights repeat with the seed
     task = spec.build_task(cfg)
     # Only training records its config: an --eval/--submit into the same run folder must not replace it.
     trainer = build_trainer_from_cfg(cfg, write_info=not cfg.TEST.ENABLE, **spec.trainer_overrides(cfg))

@@ -94,16 +94,9 @@ def working_directory(path: Path):
         os.chdir(previous)
 
 
-def run_script(name: str, argv: list[str], out: Path, seed: int = 0) -> None:
-    """Run ``scripts/<name>.py`` in this process with ``argv``, inside ``out``; a failure stops the demo.
-
-    The global random state is seeded first: the scripts build their networks before Lightning seeds the run, so
-    this makes every stage's initial weights, and so the demo's numbers, repeat exactly.
-    """
-    from pytorch_lightning import seed_everything
-
+def run_script(name: str, argv: list[str], out: Path) -> None:
+    """Run ``scripts/<name>.py`` in this process with ``argv``, inside ``out``; a failure stops the demo."""
     print(f"$ python scripts/{name}.py {' '.join(argv)}", flush=True)
-    seed_everything(seed, workers=True, verbose=False)
     with working_directory(out):
         status = _script(name).main(argv)
     if status:
@@ -206,17 +199,17 @@ def run_demo(out: str | os.PathLike = "demo", seed: int = 0, workers: int = 2, p
     banner("2/6  stage I: task-specific LAM model (ResNet-18 frames + BiLSTM)")
     with timed("stage1_lam"):
         run_script("run_lam", ["--model", "BaselineLSTM", "--output_dir", "ts_model", *face, *common,
-                               *settings["lam"], *RUN_OPTS], out, seed)
+                               *settings["lam"], *RUN_OPTS], out)
         shutil.copyfile(out / "logs" / "lam" / "ts_model" / "ts_lam.pth", models_dir / "ts_lam.pth")
     banner("3/6  stage I: task-specific TTM model (ResNet-18 frames + BiLSTM + ResNetSE audio)")
     with timed("stage1_ttm"):
         run_script("run_ttm", ["--model", "BaselineLSTM", "--output_dir", "ts_model", *face, *common,
-                               *settings["ttm"], *RUN_OPTS], out, seed)
+                               *settings["ttm"], *RUN_OPTS], out)
         shutil.copyfile(out / "logs" / "ttm" / "ts_model" / "ts_ttm.pth", models_dir / "ts_ttm.pth")
     banner("4/6  stage I: task-specific ASD model (TalkNet)")
     with timed("stage1_asd"):
         run_script("run_asd", ["--model", "talkNetModel", "--output_dir", "ts_model", *common, *settings["asd"],
-                               *RUN_OPTS], out, seed)
+                               *RUN_OPTS], out)
         shutil.copyfile(out / "logs" / "asd" / "ts_model" / "ts_asd.pth", models_dir / "ts_asd.pth")
 
     backbones = ["--lam_checkpoint", str(models_dir / "ts_lam.pth"), "--ttm_checkpoint",
@@ -229,15 +222,15 @@ def run_demo(out: str | os.PathLike = "demo", seed: int = 0, workers: int = 2, p
     banner("6/6  stage II: EgoT2-s for TTM -- 2-task (LAM + TTM) and 3-task (LAM + TTM + ASD) translation")
     with timed("egot2s_2task"):
         run_script("run_ttm", ["--model", "TaskFusionMFTransformer2Task", "--output_dir", "2tasktranslation",
-                               *translator, *RUN_OPTS], out, seed)
+                               *translator, *RUN_OPTS], out)
     with timed("egot2s_3task"):
         run_script("run_ttm", ["--two_loader", "--model", "TaskFusionMFTransformer3Task", "--output_dir",
-                               "3tasktranslation", *translator, *RUN_OPTS], out, seed)
+                               "3tasktranslation", *translator, *RUN_OPTS], out)
     logs = out / "logs" / "ttm"
     with timed("submit_ttm"):
         submission = out / "submit_ttm.json"
         run_script("run_ttm", ["--submit", "--two_loader", "--model", "TaskFusionMFTransformer3Task", "--ckpt",
-                               str(best_checkpoint(logs / "3tasktranslation")), *translator], out, seed)
+                               str(best_checkpoint(logs / "3tasktranslation")), *translator], out)
         problems = validate_file("ttm", submission)
         if problems:
             raise RuntimeError(f"{submission} does not validate: {problems[:3]}")
