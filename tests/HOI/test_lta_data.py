@@ -134,7 +134,7 @@ def test_dataset_keys_are_the_official_submission_keys(lta_dir, split):
                                           TIMING)
     document = json.loads(annotation_path(lta_dir / "annotations", split).read_text())
     assert [w.key for w in dataset.windows] == lta_window_keys(document, num_input_clips=2, num_actions=20)
-    assert len(dataset) == (4 if split == "val" else 2)  # 26 and 24 actions in the tiny twin
+    assert len(dataset) == len(document["clips"]) - 2 - 20 > 0  # the tiny twin has one clip per split
 
 
 # --------------------------------------------------------------------------------------------------- samples
@@ -143,7 +143,9 @@ def test_recognition_samples_on_the_twin(lta_dir):
     train = RecognitionDataset(lta_dir / "annotations", lta_dir / "clips", "train",
                                eval_transform(train=True), TIMING)
     val = RecognitionDataset(lta_dir / "annotations", lta_dir / "clips", "val", eval_transform(), TIMING)
-    assert len(train) == 26 and len(val) == 26
+    for dataset in (train, val):
+        document = json.loads(annotation_path(lta_dir / "annotations", dataset.split).read_text())
+        assert len(dataset) == len(document["clips"]) >= 24
     sample = train[5]
     assert sample["slow"].shape == (3, 2, 64, 64) and sample["fast"].shape == (3, 8, 64, 64)
     assert sample["slow"].dtype == torch.float32
