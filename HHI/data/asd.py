@@ -570,17 +570,22 @@ class ActiveSpeakerDataset(Dataset):
             samples = np.zeros(max(expected[1] - expected[0], 1))
         return rms_normalise(samples)
 
+    def _track_boxes(self, index: int, first_frame: int) -> Iterator[tuple]:
+        """``(frame, centre_x, centre_y, half_size)`` of the line's smoothed boxes from annotation frame
+        ``first_frame`` on, in track order."""
+        geometry = self.geometry[index]
+        for box in zip(geometry.frames, geometry.centre_x, geometry.centre_y, geometry.half_size):
+            if box[0] >= first_frame:
+                yield box
+
     def _faces(self, index: int, limit: int, first_frame: int) -> np.ndarray:
         """Up to ``limit`` (v, 112, 112) uint8 faces of the line from annotation frame ``first_frame`` on, in track
         order; unreadable frames skipped."""
-        line, geometry = self.lines[index], self.geometry[index]
+        line = self.lines[index]
         faces = []
-        for frame, centre_x, centre_y, half_size in zip(geometry.frames, geometry.centre_x, geometry.centre_y,
-                                                        geometry.half_size):
+        for frame, centre_x, centre_y, half_size in self._track_boxes(index, first_frame):
             if len(faces) == limit:
                 break
-            if frame < first_frame:
-                continue
             path = frame_image_path(self.image_dir, line.clip_uid, int(frame))
             if not path.is_file():
                 self.warnings.warn("missing frame image (frame skipped)", str(path))

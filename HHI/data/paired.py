@@ -255,15 +255,12 @@ class PairedASDDataset(ActiveSpeakerDataset):
 
     def _faces(self, index: int, limit: int, first_frame: int) -> np.ndarray:
         """TalkNet faces and, in ``self._last_rgb``, the RGB crops of the same frames (empty RGB crops dropped)."""
-        line, geometry = self.lines[index], self.geometry[index]
+        line = self.lines[index]
         boxes = self._raw_boxes[index]
         faces, rgb = [], []
-        for frame, centre_x, centre_y, half_size in zip(geometry.frames, geometry.centre_x, geometry.centre_y,
-                                                        geometry.half_size):
+        for frame, centre_x, centre_y, half_size in self._track_boxes(index, first_frame):
             if len(faces) == limit:
                 break
-            if frame < first_frame:
-                continue
             path = frame_image_path(self.image_dir, line.clip_uid, int(frame))
             image = _read_rgb(path, self.warnings, "frame skipped")
             if image is None:
